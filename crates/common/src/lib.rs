@@ -1,0 +1,30 @@
+//! The course kit: the machinery two or more lessons need, small enough to read in
+//! a few minutes per file.
+//!
+//! - [`process`]: fork a child that runs a closure, join it, Python-style exit codes.
+//! - [`shm`]: memory that is really shared with forked children (`memfd` +
+//!   `MAP_SHARED`), with typed [`shm::Value`] and [`shm::Array`] like
+//!   `multiprocessing.Value` and `multiprocessing.Array`.
+//! - [`lock`]: a robust, process-shared mutex that lives in shared memory.
+//! - [`timeline`]: spans recorded by threads and forked children, drawn as a chart.
+//! - [`output`]: the banner, steps and check lines every lesson prints.
+//! - [`testkit`]: for integration tests: run a lesson binary under a timeout.
+//!
+//! Linux only: the course is about Linux's `fork`, `memfd_create`, robust pthread
+//! mutexes and `/proc`.
+
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "this course demonstrates Linux primitives (fork, memfd_create, robust process-shared \
+     mutexes, /proc); build and run it on Linux"
+);
+
+pub mod lock;
+pub mod output;
+pub mod process;
+pub mod shm;
+pub mod testkit;
+pub mod timeline;
+
+pub use output::Lesson;
+pub use process::{Exit, ProcessError, fork};
