@@ -253,15 +253,33 @@ impl Timeline {
             " ".repeat(WIDTH.saturating_sub(1 + end_label.len()))
         );
         for (i, name) in self.lanes.iter().enumerate() {
-            let mut cells: Vec<Option<Kind>> = vec![None; WIDTH];
+            // Nanoseconds of each kind inside each column.
+            let mut cover = vec![[0u64; 3]; WIDTH];
+            let col_ns = t_end as f64 / WIDTH as f64;
             for s in spans.iter().filter(|s| s.lane.0 == i as u32) {
-                let first = (s.start as u128 * WIDTH as u128 / t_end as u128) as usize;
-                let last = ((s.end as u128 * WIDTH as u128).div_ceil(t_end as u128) as usize)
-                    .max(first + 1);
-                for c in &mut cells[first.min(WIDTH - 1)..last.min(WIDTH)] {
-                    *c = (*c).max(Some(s.kind));
+                for (c, cell) in cover.iter_mut().enumerate() {
+                    let (lo, hi) = ((c as f64 * col_ns) as u64, ((c + 1) as f64 * col_ns) as u64);
+                    cell[s.kind as usize] += s.end.min(hi).saturating_sub(s.start.max(lo));
                 }
             }
+            // A column shows the strongest kind (lock > running > waiting) that fills
+            // a quarter of it; a 1 us computation between two 200 ms waits does not
+            // get painted as a column of computing. Sparse columns show what is there.
+            let cells: Vec<Option<Kind>> = cover
+                .iter()
+                .map(|k| {
+                    let kinds = [Kind::Wait, Kind::Run, Kind::Hold];
+                    let strong = kinds
+                        .into_iter()
+                        .rev()
+                        .find(|&x| k[x as usize] as f64 >= col_ns / 4.0);
+                    let most = kinds
+                        .into_iter()
+                        .filter(|&x| k[x as usize] > 0)
+                        .max_by_key(|&x| k[x as usize]);
+                    strong.or(most)
+                })
+                .collect();
             let row: String = cells
                 .iter()
                 .map(|c| c.map_or(' ', |k| k.glyph(ascii)))
