@@ -105,8 +105,13 @@ impl Lesson {
 
     /// Draw a timeline.
     pub fn timeline(&self, tl: &Timeline, title: &str) {
+        self.timeline_until(tl, title, None);
+    }
+
+    /// Draw the first `until` nanoseconds of a timeline.
+    pub fn timeline_until(&self, tl: &Timeline, title: &str, until: Option<u64>) {
         println!();
-        for line in tl.render(title, self.ascii).lines() {
+        for line in tl.render_until(title, self.ascii, until).lines() {
             println!("  {line}");
         }
     }

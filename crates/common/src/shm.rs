@@ -405,3 +405,40 @@ impl<T: Element> fmt::Debug for Array<T> {
         write!(f, "Array('{}', {:?})", T::TYPECODE, self.to_vec())
     }
 }
+
+/// A one-shot flag in shared memory: workers `wait()` until someone `open()`s it.
+/// Used to start forked children at the same instant (so a race has both sides
+/// running) and for a child to say "I got this far" to its parent.
+#[derive(Debug)]
+pub struct Gate {
+    flag: RawValue<i32>,
+}
+
+impl Gate {
+    pub fn new() -> Result<Gate, ShmError> {
+        Ok(Gate {
+            flag: RawValue::new(0)?,
+        })
+    }
+
+    pub fn open(&self) {
+        self.flag.set(1);
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.flag.get() == 1
+    }
+
+    /// Wait until the gate opens (yielding the CPU while waiting); false if
+    /// `timeout` passes first.
+    pub fn wait(&self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while !self.is_open() {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::yield_now();
+        }
+        true
+    }
+}

@@ -220,7 +220,24 @@ impl Timeline {
 
     /// How long lanes `a` and `b` were both busy (any kind) at the same time.
     pub fn overlap(&self, a: Lane, b: Lane) -> Duration {
-        let (sa, sb) = (self.lane_spans(a), self.lane_spans(b));
+        self.overlap_where(a, b, |_| true)
+    }
+
+    /// How long lanes `a` and `b` were both in spans of `kind` at the same time
+    /// (for [`Kind::Hold`]: both holding the lock, which a lock must make zero).
+    pub fn overlap_of(&self, a: Lane, b: Lane, kind: Kind) -> Duration {
+        self.overlap_where(a, b, |s| s.kind == kind)
+    }
+
+    fn overlap_where(&self, a: Lane, b: Lane, keep: impl Fn(&Span) -> bool) -> Duration {
+        let spans = self.spans();
+        let pick = |l: Lane| {
+            spans
+                .iter()
+                .filter(|s| s.lane == l && keep(s))
+                .collect::<Vec<_>>()
+        };
+        let (sa, sb) = (pick(a), pick(b));
         let ns: u64 = sa
             .iter()
             .flat_map(|x| sb.iter().map(move |y| (x, y)))
@@ -232,8 +249,18 @@ impl Timeline {
     /// The chart, `width` columns of time. In ASCII: `#` running, `-` waiting, `=`
     /// holding a lock; otherwise █ ░ ▓.
     pub fn render(&self, title: &str, ascii: bool) -> String {
+        self.render_until(title, ascii, None)
+    }
+
+    /// The chart of the first `until` nanoseconds only (all of it for `None`): a
+    /// zoom on the start when the whole run is too long to read.
+    pub fn render_until(&self, title: &str, ascii: bool, until: Option<u64>) -> String {
         const WIDTH: usize = 56;
-        let spans = self.spans();
+        let mut spans = self.spans();
+        if let Some(until) = until {
+            spans.retain(|s| s.start < until);
+            spans.iter_mut().for_each(|s| s.end = s.end.min(until));
+        }
         let t_end = spans.iter().map(|s| s.end).max().unwrap_or(0).max(1);
         let label_w = self.lanes.iter().map(|l| l.len()).max().unwrap_or(0);
         let ids: Vec<String> = (0..self.lanes.len())

@@ -1,0 +1,78 @@
+//! Runs the lesson binary and checks what it claims.
+
+use std::time::Duration;
+
+use common::testkit::run;
+
+const BIN: &str = env!("CARGO_BIN_EXE_shared-value-array");
+const LIMIT: Duration = Duration::from_secs(60);
+
+#[test]
+fn parent_reads_the_shared_region_and_zeros_from_the_private_one() {
+    let r = run(BIN, &[], LIMIT);
+    r.assert_success().assert_all_checks_held();
+    assert!(
+        r.line("parent reads: array [4, 9, 64], value 5.67")
+            .is_some(),
+        "{r}"
+    );
+    assert!(r.line("parent reads: array [0, 0, 0]").is_some(), "{r}");
+    assert!(
+        r.line("ok check: the mapping is shared (rw-s)").is_some(),
+        "{r}"
+    );
+    assert!(
+        r.line("ok check: the mapping is private (rw-p)").is_some(),
+        "{r}"
+    );
+}
+
+#[test]
+fn with_the_lock_no_update_is_lost_in_any_run() {
+    for _ in 0..5 {
+        let r = run(BIN, &["--increments", "20000"], LIMIT);
+        r.assert_success();
+        assert!(
+            r.line(
+                "ok check: counter with the lock held across get and set: 40000 (expected 40000)"
+            )
+            .is_some(),
+            "{r}"
+        );
+    }
+}
+
+#[test]
+fn other_values_and_a_longer_array() {
+    let r = run(
+        BIN,
+        &["--numbers", "5,-6", "--value", "-1.5", "--array-len", "4"],
+        LIMIT,
+    );
+    r.assert_success().assert_all_checks_held();
+    assert!(
+        r.line("parent reads: array [25, 36, 0, 0], value -1.5")
+            .is_some(),
+        "{r}"
+    );
+}
+
+#[test]
+fn impossible_sizes_and_bad_flags_get_clear_errors() {
+    let r = run(BIN, &["--array-len", "99999999999999"], LIMIT);
+    assert_eq!(r.code, Some(2), "{r}");
+    assert!(
+        r.stderr
+            .contains("cannot allocate Array('i', 99999999999999)"),
+        "{r}"
+    );
+    assert!(r.stderr.contains("more than this machine's memory"), "{r}");
+    let r = run(BIN, &["--array-len", "2"], LIMIT);
+    assert_eq!(r.code, Some(2), "{r}");
+    assert!(r.stderr.contains("cannot hold the 3 squares"), "{r}");
+    let r = run(BIN, &["--increments", "0"], LIMIT);
+    assert_eq!(r.code, Some(2), "{r}");
+    let r = run(BIN, &["--numbers", "70000"], LIMIT);
+    assert_eq!(r.code, Some(2), "{r}");
+    assert!(r.stderr.contains("does not fit in Array('i')"), "{r}");
+}
