@@ -1,0 +1,63 @@
+"""Twin of crates/shared-value-array: a child writes into Array('i') and Value('d');
+the same writes into a private mapping are lost; += on a shared Value loses updates
+unless get_lock() is held. Run: python3 03_shared_value_array.py
+"""
+import mmap
+import multiprocessing as mp
+import struct
+
+ctx = mp.get_context("fork")
+
+
+def write_squares(numbers, arr, val):
+    for i, n in enumerate(numbers):
+        arr[i] = n * n
+    val.value = 5.67
+
+
+def write_private(numbers, mm):
+    for i, n in enumerate(numbers):
+        mm[i * 4:i * 4 + 4] = struct.pack("i", n * n)
+
+
+def add(counter, n, locked):
+    for _ in range(n):
+        if locked:
+            with counter.get_lock():
+                counter.value += 1
+        else:
+            counter.value += 1  # each get and set takes the lock; the pair does not
+
+
+def race(n, locked):
+    counter = ctx.Value("q", 0)
+    ps = [ctx.Process(target=add, args=(counter, n, locked)) for _ in range(2)]
+    for p in ps:
+        p.start()
+    for p in ps:
+        p.join()
+    return counter.value
+
+
+if __name__ == "__main__":
+    numbers = [2, 3, 8]
+    print("[1] a child writes into Array('i', 3) and Value('d')")
+    arr, val = ctx.Array("i", 3), ctx.Value("d", 0.0)
+    p = ctx.Process(target=write_squares, args=(numbers, arr, val))
+    p.start(); p.join()
+    print(f"    parent reads: array {arr[:]}, value {val.value}")
+    assert arr[:] == [4, 9, 64] and val.value == 5.67
+
+    print("[2] the trap: a private anonymous mapping")
+    mm = mmap.mmap(-1, 12, flags=mmap.MAP_PRIVATE)
+    p = ctx.Process(target=write_private, args=(numbers, mm))
+    p.start(); p.join()
+    print(f"    parent reads: array {list(struct.unpack('3i', mm[:12]))}")
+
+    n = 20_000
+    print(f"[3] counter.value += 1 from two processes, {n} times each")
+    without = race(n, False)
+    print(f"    without the lock: {without} (expected {2 * n}): lost {2 * n - without}")
+    with_lock = race(n, True)
+    print(f"    with get_lock() held across the += : {with_lock} (expected {2 * n})")
+    assert with_lock == 2 * n
