@@ -1,0 +1,72 @@
+//! Runs the lesson binary and checks what it claims (the pool's own behaviour is
+//! tested in tests/pool.rs, which forks from a single thread).
+
+use std::time::Duration;
+
+use common::testkit::{numbers, run};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pool-map");
+const LIMIT: Duration = Duration::from_secs(120);
+
+#[test]
+fn the_lesson_holds_every_claim() {
+    let r = run(BIN, &["--items", "2000", "--overhead-tasks", "2000"], LIMIT);
+    r.assert_success().assert_all_checks_held();
+    let line = r.expect_line("[1, 4, 9, 16, 25]   item 1 -> pid");
+    let workers = numbers(r.expect_line("workers ["));
+    // Every "item i -> pid P" names one of the three workers.
+    let pids: Vec<i64> = line
+        .split("-> pid ")
+        .skip(1)
+        .map(|s| numbers(s)[0])
+        .collect();
+    assert_eq!(pids.len(), 5, "{r}");
+    assert!(pids.iter().all(|p| workers[..3].contains(p)), "{r}");
+    assert!(r.line("the task panicked in worker pid").is_some(), "{r}");
+    assert!(r.line("13 is unlucky").is_some(), "{r}");
+    assert!(
+        r.line("died (exitcode -9 (killed by SIGKILL)) while it held this task")
+            .is_some(),
+        "{r}"
+    );
+    assert!(r.line("(1 replaced)").is_some(), "{r}");
+    for way in ["serial", "pool (", "threads", "rayon"] {
+        assert!(
+            r.lines(way)
+                .iter()
+                .any(|l| l.contains("ms") && l.contains('x')),
+            "{way}: {r}"
+        );
+    }
+    assert!(r.line("us per task").is_some(), "{r}");
+}
+
+#[test]
+fn one_process_pool() {
+    let r = run(
+        BIN,
+        &[
+            "--processes",
+            "1",
+            "--items",
+            "500",
+            "--overhead-tasks",
+            "500",
+        ],
+        LIMIT,
+    );
+    r.assert_success().assert_all_checks_held();
+    assert!(r.line("pool (1)").is_some(), "{r}");
+}
+
+#[test]
+fn bad_flags_get_clear_errors() {
+    for (args, msg) in [
+        (&["--processes", "0"][..], "0 is not in 1..=64"),
+        (&["--items", "0"][..], "0 is not in 1..=10000000"),
+    ] {
+        let r = run(BIN, args, LIMIT);
+        assert_eq!(r.code, Some(2), "{r}");
+        assert!(r.stderr.contains(msg), "{args:?}: {r}");
+    }
+}

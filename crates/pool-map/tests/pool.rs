@@ -1,0 +1,274 @@
+//! Tests of the pool itself. The pool forks, and the kit refuses to fork a
+//! multithreaded process, so this test binary has its own `main` (`harness = false`)
+//! and runs each case in turn on one thread. It ends with `N passed, N failed`.
+
+use std::panic::{self, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use common::process::children_left;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use pool_map::{Pool, PoolError, default_chunksize, identity, slow_square, square, unlucky};
+
+type Case = (&'static str, fn());
+
+const CASES: &[Case] = &[
+    ("Python's default chunksize rule", chunksize_rule),
+    (
+        "map equals serial: empty, one item, fewer items than workers",
+        small_maps,
+    ),
+    (
+        "map equals serial: many items, several chunk sizes and worker counts",
+        many_maps,
+    ),
+    (
+        "imap keeps order; imap_unordered gives the same multiset",
+        imaps,
+    ),
+    (
+        "apply, apply_async with get/ready/wait/successful, map_async",
+        applies,
+    ),
+    (
+        "a panicking task fails with its message, and the pool goes on",
+        panicking_task,
+    ),
+    (
+        "a killed worker fails its task within a bounded time and is replaced",
+        killed_worker,
+    ),
+    (
+        "bad input: 0 processes, chunksize 0, use after close or terminate",
+        bad_input,
+    ),
+    ("close then join lets queued tasks finish", close_join),
+    (
+        "thousands of pending tasks open no fd and no process per task",
+        many_pending,
+    ),
+    (
+        "after terminate or drop no worker process remains",
+        no_workers_left,
+    ),
+];
+
+fn main() {
+    let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
+    let (mut passed, mut failed) = (0, 0);
+    for (name, case) in CASES {
+        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        let t = Instant::now();
+        let ok = panic::catch_unwind(AssertUnwindSafe(case)).is_ok();
+        let left = children_left();
+        if ok && left.is_empty() {
+            passed += 1;
+            println!("test {name} ... ok ({} ms)", t.elapsed().as_millis());
+        } else {
+            failed += 1;
+            println!("test {name} ... FAILED (children left: {left:?})");
+        }
+    }
+    println!("\n{passed} passed, {failed} failed");
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}
+
+fn serial(items: &[u64]) -> Vec<u64> {
+    items.iter().map(|&x| square(x)).collect()
+}
+
+fn chunksize_rule() {
+    // CPython: chunksize, extra = divmod(len, workers * 4); if extra: chunksize += 1
+    assert_eq!(default_chunksize(0, 4), 0);
+    assert_eq!(default_chunksize(5, 3), 1);
+    assert_eq!(default_chunksize(10_000, 2), 1250);
+    assert_eq!(default_chunksize(10_001, 2), 1251);
+}
+
+fn small_maps() {
+    let pool = Pool::new(4).unwrap();
+    assert_eq!(pool.map(square, vec![]).unwrap(), Vec::<u64>::new());
+    assert_eq!(pool.map(square, vec![7]).unwrap(), vec![49]);
+    assert_eq!(pool.map(square, vec![1, 2]).unwrap(), vec![1, 4]);
+}
+
+fn many_maps() {
+    let items: Vec<u64> = (0..1000).collect();
+    for workers in [1, 2, 3, 5] {
+        let pool = Pool::new(workers).unwrap();
+        assert_eq!(pool.map(square, items.clone()).unwrap(), serial(&items));
+        for chunk in [1, 2, 7, 100, 999, 1000, 5000] {
+            assert_eq!(
+                pool.map_chunked(square, items.clone(), chunk).unwrap(),
+                serial(&items),
+                "{workers} workers, chunksize {chunk}"
+            );
+        }
+    }
+}
+
+fn imaps() {
+    let pool = Pool::new(3).unwrap();
+    let items: Vec<u64> = (0..200).collect();
+    let ordered: Vec<u64> = pool
+        .imap(square, items.clone(), 7)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(ordered, serial(&items));
+    let mut unordered: Vec<u64> = pool
+        .imap_unordered(square, items.clone(), 1)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    unordered.sort_unstable();
+    assert_eq!(unordered, serial(&items));
+    assert_eq!(pool.imap(square, vec![], 1).unwrap().count(), 0);
+}
+
+fn applies() {
+    let pool = Pool::new(2).unwrap();
+    assert_eq!(pool.apply(square, 9).unwrap(), 81);
+    let res = pool.apply_async(slow_square, 4).unwrap();
+    assert!(!res.ready());
+    assert_eq!(res.successful(), None);
+    assert_eq!(
+        res.get(Some(Duration::from_millis(10))),
+        Err(PoolError::Timeout(Duration::from_millis(10)))
+    );
+    res.wait(Duration::from_secs(5));
+    assert!(res.ready());
+    assert_eq!(res.successful(), Some(true));
+    assert_eq!(res.get(None).unwrap(), 16);
+    assert_eq!(res.get(None).unwrap(), 16, "get may be called again");
+    let all = pool.map_async(square, (1..=20).collect(), Some(3)).unwrap();
+    assert_eq!(
+        all.get(Some(Duration::from_secs(5))).unwrap(),
+        serial(&(1..=20).collect::<Vec<_>>())
+    );
+}
+
+fn panicking_task() {
+    let pool = Pool::new(2).unwrap();
+    let t = Instant::now();
+    match pool.map_chunked(unlucky, (10..=15).collect(), 1) {
+        Err(PoolError::TaskPanicked { message, .. }) => {
+            assert!(message.contains("13 is unlucky"), "{message}")
+        }
+        other => panic!("expected a panic error, got {other:?}"),
+    }
+    let res = pool.apply_async(unlucky, 13).unwrap();
+    assert!(matches!(
+        res.get(Some(Duration::from_secs(5))),
+        Err(PoolError::TaskPanicked { .. })
+    ));
+    assert_eq!(res.successful(), Some(false));
+    assert_eq!(pool.map(identity, vec![1, 2, 3]).unwrap(), vec![1, 2, 3]);
+    assert_eq!(pool.replaced(), 0, "a panic does not kill the worker");
+    assert!(t.elapsed() < Duration::from_secs(5));
+}
+
+fn killed_worker() {
+    let pool = Pool::new(2).unwrap();
+    let res = pool.apply_async(slow_square, 3).unwrap();
+    let victim = res.worker_pids()[0];
+    kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+    let t = Instant::now();
+    match res.get(None) {
+        Err(PoolError::WorkerDied { pid, exit }) => {
+            assert_eq!(pid, victim);
+            assert!(exit.contains("-9"), "{exit}");
+        }
+        other => panic!("expected WorkerDied, got {other:?}"),
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "noticed in {:?}",
+        t.elapsed()
+    );
+    assert_eq!(pool.replaced(), 1);
+    assert!(!pool.worker_pids().contains(&victim));
+    assert_eq!(pool.map(square, vec![2, 3]).unwrap(), vec![4, 9]);
+    // A map whose chunk dies fails as a whole; the others are unaffected.
+    let res = pool.map_async(slow_square, vec![1, 2], Some(1)).unwrap();
+    let victim = res.worker_pids()[0];
+    kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+    assert!(matches!(
+        res.get(Some(Duration::from_secs(5))),
+        Err(PoolError::WorkerDied { .. })
+    ));
+}
+
+fn bad_input() {
+    assert_eq!(Pool::new(0).err(), Some(PoolError::NoProcesses));
+    let pool = Pool::new(1).unwrap();
+    assert_eq!(
+        pool.map_chunked(square, vec![1], 0).err(),
+        Some(PoolError::ZeroChunksize)
+    );
+    assert_eq!(pool.join().err(), Some(PoolError::StillRunning));
+    pool.close();
+    assert_eq!(pool.apply(square, 1).err(), Some(PoolError::Closed));
+    pool.join().unwrap();
+    let pool = Pool::new(1).unwrap();
+    let pending = pool.apply_async(slow_square, 1).unwrap();
+    pool.terminate();
+    assert_eq!(
+        pending.get(Some(Duration::from_secs(1))).err(),
+        Some(PoolError::Terminated)
+    );
+    assert_eq!(pool.apply(square, 1).err(), Some(PoolError::Terminated));
+}
+
+fn close_join() {
+    let pool = Pool::new(2).unwrap();
+    let handles: Vec<_> = (0..4)
+        .map(|x| pool.apply_async(slow_square, x).unwrap())
+        .collect();
+    pool.close();
+    pool.join().unwrap();
+    for (x, h) in handles.iter().enumerate() {
+        assert_eq!(h.get(Some(Duration::ZERO)).unwrap(), (x * x) as u64);
+    }
+}
+
+fn many_pending() {
+    let fds = common::process::open_fds().len();
+    let pool = Pool::new(2).unwrap();
+    let fds_with_pool = common::process::open_fds().len();
+    let handles: Vec<_> = (0..5000u64)
+        .map(|x| pool.apply_async(square, x).unwrap())
+        .collect();
+    assert_eq!(
+        common::process::open_fds().len(),
+        fds_with_pool,
+        "fds grew with pending tasks"
+    );
+    assert_eq!(
+        children_left().len(),
+        2,
+        "processes grew with pending tasks"
+    );
+    for (x, h) in handles.iter().enumerate() {
+        assert_eq!(h.get(None).unwrap(), (x * x) as u64);
+    }
+    drop(handles);
+    drop(pool);
+    assert_eq!(common::process::open_fds().len(), fds);
+}
+
+fn no_workers_left() {
+    let pool = Pool::new(3).unwrap();
+    let _busy = pool.apply_async(slow_square, 1).unwrap();
+    assert_eq!(children_left().len(), 3);
+    pool.terminate();
+    assert!(children_left().is_empty(), "{:?}", children_left());
+    let pool = Pool::new(3).unwrap();
+    let _busy = pool.apply_async(slow_square, 1).unwrap();
+    drop(pool);
+    assert!(children_left().is_empty(), "{:?}", children_left());
+}
