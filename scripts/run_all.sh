@@ -75,11 +75,17 @@ for i in "${!selected[@]}"; do
     fi
     printf '\n\n##### lesson %d/%d: %s #####\n\n' "$((i + 1))" "${#selected[@]}" "$name"
     start=$(date +%s%N)
+    # timeout runs the lesson in a process group of its own and, on timeout, kills
+    # the whole group (the lesson's forked children too). That group is not the
+    # terminal's, so Ctrl-C reaches this script only: pass it on to the lesson.
+    timeout --kill-after=5 "$limit" "$bindir/$name" "${extra[@]}" &
+    lesson=$!
+    trap 'kill -TERM "$lesson" 2>/dev/null; wait "$lesson" 2>/dev/null; echo "interrupted" >&2; exit 130' INT TERM
     set +e
-    # timeout kills the lesson's whole process group (its forked children too).
-    timeout --kill-after=5 "$limit" "$bindir/$name" "${extra[@]}"
+    wait "$lesson"
     rc=$?
     set -e
+    trap - INT TERM
     ms=$((($(date +%s%N) - start) / 1000000))
     secs=$(printf '%d.%02d' $((ms / 1000)) $((ms % 1000 / 10)))
     case $rc in
