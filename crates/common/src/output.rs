@@ -150,6 +150,16 @@ impl Lesson {
     }
 }
 
+/// Every lesson's `main`: parse the flags (clap exits 2 with a message on bad ones),
+/// run the story, and turn an error into a clear message and exit code 2.
+pub fn main<A: clap::Parser, E: Display>(run: fn(&A) -> Result<ExitCode, E>) -> ExitCode {
+    let args = A::parse();
+    match run(&args) {
+        Ok(code) => code,
+        Err(e) => fail(&format!("{e:#}")),
+    }
+}
+
 /// Print an error the way every lesson does and give the exit code for it (2: the
 /// lesson could not run, as opposed to 1: a claim did not hold).
 pub fn fail(err: &dyn Display) -> ExitCode {

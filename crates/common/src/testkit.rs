@@ -64,6 +64,51 @@ pub fn run(bin: &str, args: &[&str], timeout: Duration) -> Run {
     run
 }
 
+/// Run `bin` with bad `args`: it must exit 2 (the lesson could not run) and say
+/// `message` on stderr, within a few seconds and without a panic.
+pub fn expect_error(bin: &str, args: &[&str], message: &str) {
+    let r = run(bin, args, Duration::from_secs(30));
+    assert_eq!(
+        r.code,
+        Some(2),
+        "{args:?} should fail with exit code 2\n{r}"
+    );
+    assert!(
+        r.stderr.contains(message),
+        "{args:?} should say {message:?}\n{r}"
+    );
+    assert!(!r.stderr.contains("panicked"), "{args:?} panicked\n{r}");
+}
+
+/// The `main` of a test binary that forks (`harness = false`): libtest would run the
+/// cases on several threads, and the kit refuses to fork a multithreaded process.
+/// Runs each case in turn on this one thread (those whose name contains the first
+/// argument, if any), fails a case that panics or leaves a child process behind,
+/// prints `N passed, N failed`, and exits 1 if any failed.
+pub fn run_cases(cases: &[(&str, fn())]) {
+    let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
+    let (mut passed, mut failed) = (0, 0);
+    for (name, case) in cases {
+        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        let t = Instant::now();
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(case)).is_ok();
+        let left = crate::process::children_left();
+        if ok && left.is_empty() {
+            passed += 1;
+            println!("test {name} ... ok ({} ms)", t.elapsed().as_millis());
+        } else {
+            failed += 1;
+            println!("test {name} ... FAILED (children left behind: {left:?})");
+        }
+    }
+    println!("\n{passed} passed, {failed} failed");
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}
+
 impl Run {
     /// Fail the test, showing the output, unless the lesson exited 0.
     pub fn assert_success(&self) -> &Self {

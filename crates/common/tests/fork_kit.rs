@@ -3,7 +3,6 @@
 //! own `main` (`harness = false` in Cargo.toml) and runs each case in turn on the
 //! main thread. It ends with the plain `N passed, N failed` line.
 
-use std::panic::{self, AssertUnwindSafe};
 use std::process::Command;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
@@ -70,33 +69,7 @@ fn main() {
         duplicate_output_scenario();
         return;
     }
-    let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
-    let (mut passed, mut failed) = (0, 0);
-    for (name, case) in CASES {
-        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
-            continue;
-        }
-        let t = Instant::now();
-        match panic::catch_unwind(AssertUnwindSafe(case)) {
-            Ok(()) => {
-                passed += 1;
-                println!("test {name} ... ok ({} ms)", t.elapsed().as_millis());
-            }
-            Err(_) => {
-                failed += 1;
-                println!("test {name} ... FAILED");
-            }
-        }
-        let left = children_left();
-        if !left.is_empty() {
-            failed += 1;
-            println!("test {name} ... FAILED: children left behind: {left:?}");
-        }
-    }
-    println!("\n{passed} passed, {failed} failed");
-    if failed > 0 {
-        std::process::exit(1);
-    }
+    common::testkit::run_cases(CASES);
 }
 
 fn run(f: impl FnOnce() -> i32) -> Exit {

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use common::output::{CommonArgs, cpu_count, fail};
+use common::output::{CommonArgs, cpu_count};
 use common::shm::Array;
 use common::timeline::{Kind, Lane, Timeline};
 use common::{Lesson, fork};
@@ -89,11 +89,7 @@ impl Work {
 }
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    match run(&args) {
-        Ok(code) => code,
-        Err(e) => fail(&format!("{e:#}")),
-    }
+    common::output::main(run)
 }
 
 fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use common::testkit::run;
+use common::testkit::{expect_error, run};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cpu-vs-io");
 const LIMIT: Duration = Duration::from_secs(120);
@@ -48,12 +48,6 @@ fn one_task() {
 
 #[test]
 fn bad_flags_get_clear_errors() {
-    for (args, msg) in [
-        (&["--tasks", "0"][..], "0 is not in 1..=32"),
-        (&["--cpu-ms", "99999"][..], "99999 is not in 1..=5000"),
-    ] {
-        let r = run(BIN, args, LIMIT);
-        assert_eq!(r.code, Some(2), "{r}");
-        assert!(r.stderr.contains(msg), "{args:?}: {r}");
-    }
+    expect_error(BIN, &["--tasks", "0"], "0 is not in 1..=32");
+    expect_error(BIN, &["--cpu-ms", "99999"], "99999 is not in 1..=5000");
 }

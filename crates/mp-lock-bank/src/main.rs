@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use common::lock::{LockError, Robustness, SharedLock, ShmMutex};
-use common::output::{CommonArgs, fail};
+use common::output::CommonArgs;
 use common::shm::{Gate, RawValue, Value};
 use common::timeline::{Kind, Lane, Timeline, fmt_duration};
 use common::{Lesson, fork};
@@ -81,11 +81,7 @@ enum LockMode {
 const START: i64 = 200;
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    match run(&args) {
-        Ok(code) => code,
-        Err(e) => fail(&format!("{e:#}")),
-    }
+    common::output::main(run)
 }
 
 fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use common::testkit::run;
+use common::testkit::{expect_error, run};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mp-lock-bank");
 const LIMIT: Duration = Duration::from_secs(60);
@@ -88,13 +88,11 @@ fn the_bench_counts_exactly() {
 
 #[test]
 fn bad_flags_get_clear_errors() {
-    for (flag, value, msg) in [
-        ("--ops", "0", "0 is not in 1..=100000"),
-        ("--sleep-us", "1000000", "1000000 is not in 0..=100000"),
-        ("--lock", "maybe", "invalid value 'maybe'"),
-    ] {
-        let r = run(BIN, &[flag, value], LIMIT);
-        assert_eq!(r.code, Some(2), "{r}");
-        assert!(r.stderr.contains(msg), "{flag} {value}: {r}");
-    }
+    expect_error(BIN, &["--ops", "0"], "0 is not in 1..=100000");
+    expect_error(
+        BIN,
+        &["--sleep-us", "1000000"],
+        "1000000 is not in 0..=100000",
+    );
+    expect_error(BIN, &["--lock", "maybe"], "invalid value 'maybe'");
 }

@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use common::output::{CommonArgs, fail};
+use common::output::CommonArgs;
 use common::process::Joined;
 use common::{Lesson, fork};
 use ipc_channel::ipc::{self, IpcReceiver};
@@ -81,11 +81,7 @@ struct Args {
 const PATIENCE: Duration = Duration::from_millis(500);
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    match run(&args) {
-        Ok(code) => code,
-        Err(e) => fail(&format!("{e:#}")),
-    }
+    common::output::main(run)
 }
 
 fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use common::testkit::run;
+use common::testkit::{expect_error, run};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mp-queue");
 const LIMIT: Duration = Duration::from_secs(60);
@@ -98,17 +98,12 @@ fn the_bench_runs_and_counts() {
 
 #[test]
 fn bad_flags_get_clear_errors() {
-    for (args, msg) in [
-        (&["--producers", "0"][..], "0 is not in 1..=26"),
-        (&["--big-bytes", "0"][..], "0 is not in 1..=64000000"),
-        (
-            &["--bench-scale", "0"][..],
-            "--bench-scale must be in (0, 100]",
-        ),
-        (&["--numbers", "5000000000"][..], "does not fit in an i64"),
-    ] {
-        let r = run(BIN, args, LIMIT);
-        assert_eq!(r.code, Some(2), "{r}");
-        assert!(r.stderr.contains(msg), "{args:?}: {r}");
-    }
+    expect_error(BIN, &["--producers", "0"], "0 is not in 1..=26");
+    expect_error(BIN, &["--big-bytes", "0"], "0 is not in 1..=64000000");
+    expect_error(
+        BIN,
+        &["--bench-scale", "0"],
+        "--bench-scale must be in (0, 100]",
+    );
+    expect_error(BIN, &["--numbers", "5000000000"], "does not fit in an i64");
 }

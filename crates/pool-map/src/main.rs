@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use common::Lesson;
-use common::output::{CommonArgs, cpu_count, fail};
+use common::output::{CommonArgs, cpu_count};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use pool_map::{
@@ -69,11 +69,7 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    match run(&args) {
-        Ok(code) => code,
-        Err(e) => fail(&format!("{e:#}")),
-    }
+    common::output::main(run)
 }
 
 fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use common::testkit::{numbers, run};
+use common::testkit::{expect_error, numbers, run};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pool-map");
 const LIMIT: Duration = Duration::from_secs(120);
@@ -61,12 +61,6 @@ fn one_process_pool() {
 
 #[test]
 fn bad_flags_get_clear_errors() {
-    for (args, msg) in [
-        (&["--processes", "0"][..], "0 is not in 1..=64"),
-        (&["--items", "0"][..], "0 is not in 1..=10000000"),
-    ] {
-        let r = run(BIN, args, LIMIT);
-        assert_eq!(r.code, Some(2), "{r}");
-        assert!(r.stderr.contains(msg), "{args:?}: {r}");
-    }
+    expect_error(BIN, &["--processes", "0"], "0 is not in 1..=64");
+    expect_error(BIN, &["--items", "0"], "0 is not in 1..=10000000");
 }

@@ -2,7 +2,6 @@
 //! multithreaded process, so this test binary has its own `main` (`harness = false`)
 //! and runs each case in turn on one thread. It ends with `N passed, N failed`.
 
-use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use common::process::children_left;
@@ -54,27 +53,7 @@ const CASES: &[Case] = &[
 ];
 
 fn main() {
-    let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
-    let (mut passed, mut failed) = (0, 0);
-    for (name, case) in CASES {
-        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
-            continue;
-        }
-        let t = Instant::now();
-        let ok = panic::catch_unwind(AssertUnwindSafe(case)).is_ok();
-        let left = children_left();
-        if ok && left.is_empty() {
-            passed += 1;
-            println!("test {name} ... ok ({} ms)", t.elapsed().as_millis());
-        } else {
-            failed += 1;
-            println!("test {name} ... FAILED (children left: {left:?})");
-        }
-    }
-    println!("\n{passed} passed, {failed} failed");
-    if failed > 0 {
-        std::process::exit(1);
-    }
+    common::testkit::run_cases(CASES);
 }
 
 fn serial(items: &[u64]) -> Vec<u64> {

@@ -30,7 +30,7 @@ use std::sync::Mutex;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use common::output::{CommonArgs, fail};
+use common::output::CommonArgs;
 use common::{Lesson, fork};
 
 /// The global list, like Python's module-level `result = []`.
@@ -66,11 +66,7 @@ fn address() -> usize {
 }
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    match run(&args) {
-        Ok(code) => code,
-        Err(e) => fail(&format!("{e:#}")),
-    }
+    common::output::main(run)
 }
 
 fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {

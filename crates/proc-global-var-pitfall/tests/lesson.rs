@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use common::testkit::{numbers, run};
+use common::testkit::{expect_error, numbers, run};
 
 const BIN: &str = env!("CARGO_BIN_EXE_proc-global-var-pitfall");
 const LIMIT: Duration = Duration::from_secs(60);
@@ -41,10 +41,6 @@ fn other_numbers() {
 
 #[test]
 fn bad_numbers_get_clear_errors() {
-    let r = run(BIN, &["--numbers", "9999999999"], LIMIT);
-    assert_eq!(r.code, Some(2), "{r}");
-    assert!(r.stderr.contains("does not fit in an i64"), "{r}");
-    let r = run(BIN, &["--numbers", "x"], LIMIT);
-    assert_eq!(r.code, Some(2), "{r}");
-    assert!(r.stderr.contains("invalid value 'x'"), "{r}");
+    expect_error(BIN, &["--numbers", "9999999999"], "does not fit in an i64");
+    expect_error(BIN, &["--numbers", "x"], "invalid value 'x'");
 }

@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use common::output::{CommonArgs, fail};
+use common::output::CommonArgs;
 use common::shm::{Array, Gate, Value, maps_line};
 use common::{Lesson, fork};
 use memmap2::MmapMut;
@@ -68,11 +68,7 @@ struct Args {
 const MAX_SHOWN: usize = 1 << 20;
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    match run(&args) {
-        Ok(code) => code,
-        Err(e) => fail(&format!("{e:#}")),
-    }
+    common::output::main(run)
 }
 
 fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {

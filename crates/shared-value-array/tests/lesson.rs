@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use common::testkit::run;
+use common::testkit::{expect_error, run};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shared-value-array");
 const LIMIT: Duration = Duration::from_secs(60);
@@ -59,20 +59,17 @@ fn other_values_and_a_longer_array() {
 
 #[test]
 fn impossible_sizes_and_bad_flags_get_clear_errors() {
-    let r = run(BIN, &["--array-len", "99999999999999"], LIMIT);
-    assert_eq!(r.code, Some(2), "{r}");
-    assert!(
-        r.stderr
-            .contains("cannot allocate Array('i', 99999999999999)"),
-        "{r}"
+    expect_error(
+        BIN,
+        &["--array-len", "99999999999999"],
+        "cannot allocate Array('i', 99999999999999)",
     );
-    assert!(r.stderr.contains("more than this machine's memory"), "{r}");
-    let r = run(BIN, &["--array-len", "2"], LIMIT);
-    assert_eq!(r.code, Some(2), "{r}");
-    assert!(r.stderr.contains("cannot hold the 3 squares"), "{r}");
-    let r = run(BIN, &["--increments", "0"], LIMIT);
-    assert_eq!(r.code, Some(2), "{r}");
-    let r = run(BIN, &["--numbers", "70000"], LIMIT);
-    assert_eq!(r.code, Some(2), "{r}");
-    assert!(r.stderr.contains("does not fit in Array('i')"), "{r}");
+    expect_error(
+        BIN,
+        &["--array-len", "99999999999999"],
+        "more than this machine's memory",
+    );
+    expect_error(BIN, &["--array-len", "2"], "cannot hold the 3 squares");
+    expect_error(BIN, &["--increments", "0"], "0 is not in 1..=10000000");
+    expect_error(BIN, &["--numbers", "70000"], "does not fit in Array('i')");
 }

@@ -91,21 +91,28 @@ pub fn both_read_then_both_write() -> i64 {
     counter.load(SeqCst)
 }
 
-/// `threads` threads each add 1, `n` times, with an atomic `load` and a separate
-/// atomic `store`: no undefined behaviour, and still lost updates. Returns the total.
-pub fn load_then_store(threads: usize, n: u64) -> i64 {
-    let counter = AtomicI64::new(0);
+/// Start `threads` threads together and have each run `op` `n` times.
+fn hammer(threads: usize, n: u64, op: impl Fn() + Sync) {
     let start = Barrier::new(threads);
     thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
                 start.wait();
                 for _ in 0..n {
-                    let v = counter.load(SeqCst);
-                    counter.store(v + 1, SeqCst);
+                    op();
                 }
             });
         }
+    });
+}
+
+/// `threads` threads each add 1, `n` times, with an atomic `load` and a separate
+/// atomic `store`: no undefined behaviour, and still lost updates. Returns the total.
+pub fn load_then_store(threads: usize, n: u64) -> i64 {
+    let counter = AtomicI64::new(0);
+    hammer(threads, n, || {
+        let v = counter.load(SeqCst);
+        counter.store(v + 1, SeqCst);
     });
     counter.load(SeqCst)
 }
@@ -113,16 +120,8 @@ pub fn load_then_store(threads: usize, n: u64) -> i64 {
 /// The same with one indivisible `fetch_add`: no update lost.
 pub fn fetch_add(threads: usize, n: u64) -> i64 {
     let counter = AtomicI64::new(0);
-    let start = Barrier::new(threads);
-    thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                start.wait();
-                for _ in 0..n {
-                    counter.fetch_add(1, SeqCst);
-                }
-            });
-        }
+    hammer(threads, n, || {
+        counter.fetch_add(1, SeqCst);
     });
     counter.load(SeqCst)
 }
@@ -130,17 +129,7 @@ pub fn fetch_add(threads: usize, n: u64) -> i64 {
 /// The same with a `Mutex<i64>`: the critical section is the whole `+= 1`.
 pub fn mutex(threads: usize, n: u64) -> i64 {
     let counter = Mutex::new(0i64);
-    let start = Barrier::new(threads);
-    thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                start.wait();
-                for _ in 0..n {
-                    *counter.lock().expect("counter lock") += 1;
-                }
-            });
-        }
-    });
+    hammer(threads, n, || *counter.lock().expect("counter lock") += 1);
     counter.into_inner().expect("counter lock")
 }
 

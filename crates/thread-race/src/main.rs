@@ -34,7 +34,7 @@
 use anyhow::bail;
 use clap::Parser;
 use common::Lesson;
-use common::output::{CommonArgs, fail};
+use common::output::CommonArgs;
 use thread_race::{
     both_read_then_both_write, fetch_add, load_then_store, mutex, withdraw_twice_locked,
     withdraw_twice_racy,
@@ -54,11 +54,7 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    match run(&args) {
-        Ok(code) => code,
-        Err(e) => fail(&format!("{e:#}")),
-    }
+    common::output::main(run)
 }
 
 fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {

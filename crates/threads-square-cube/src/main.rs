@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
-use common::output::{CommonArgs, fail};
+use common::output::CommonArgs;
 use common::timeline::{Kind, Lane, Timeline, fmt_duration};
 use common::{Lesson, fork};
 
@@ -111,11 +111,7 @@ fn work(op: Op, numbers: &[i64], delay: Duration, tl: &Timeline, lane: Lane) -> 
 }
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    match run(&args) {
-        Ok(code) => code,
-        Err(e) => fail(&format!("{e:#}")),
-    }
+    common::output::main(run)
 }
 
 fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {

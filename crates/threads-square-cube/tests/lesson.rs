@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use common::testkit::{numbers, run};
+use common::testkit::{expect_error, numbers, run};
 
 const BIN: &str = env!("CARGO_BIN_EXE_threads-square-cube");
 const LIMIT: Duration = Duration::from_secs(60);
@@ -60,16 +60,11 @@ fn other_numbers_and_one_mode() {
 
 #[test]
 fn bad_flags_get_clear_errors() {
-    let r = run(BIN, &["--delay-ms", "99999"], LIMIT);
-    assert_eq!(r.code, Some(2));
-    assert!(r.stderr.contains("99999 is not in 0..=2000"), "{r}");
-    let r = run(BIN, &["--numbers", "3000000000"], LIMIT);
-    assert_eq!(r.code, Some(2));
-    assert!(
-        r.stderr.contains("the cube of 3000000000 does not fit"),
-        "{r}"
+    expect_error(BIN, &["--delay-ms", "99999"], "99999 is not in 0..=2000");
+    expect_error(
+        BIN,
+        &["--numbers", "3000000000"],
+        "the cube of 3000000000 does not fit",
     );
-    let r = run(BIN, &["--mode", "fibers"], LIMIT);
-    assert_eq!(r.code, Some(2));
-    assert!(r.stderr.contains("invalid value 'fibers'"), "{r}");
+    expect_error(BIN, &["--mode", "fibers"], "invalid value 'fibers'");
 }
