@@ -46,6 +46,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use common::output::CommonArgs;
 use common::process::Joined;
+use common::shm::Gate;
 use common::{Lesson, fork};
 use ipc_channel::ipc::{self, IpcReceiver};
 use ipc_channel::{IpcError, TryRecvError};
@@ -214,11 +215,16 @@ fn crossbeam_across_fork(lesson: &mut Lesson, squares: &[i64]) -> anyhow::Result
 
 fn end_of_stream(lesson: &mut Lesson, squares: &[i64]) -> anyhow::Result<()> {
     lesson.step("empty() is not the end of the stream");
+    // The child does "some work" (waits for `go`) before its first put, so the
+    // queue starts empty; the gate makes that certain rather than likely.
+    let go = Gate::new()?;
     let slow_child = |tx: ipc::IpcSender<Option<i64>>, sentinel: bool| {
-        let squares = squares.to_vec();
+        let (squares, go) = (squares.to_vec(), &go);
         fork(move || -> anyhow::Result<()> {
-            // Child: a little work before the first put, so the queue starts empty.
-            std::thread::sleep(Duration::from_millis(50));
+            // Child: q.put() each square once told to go, then maybe the sentinel.
+            if !go.wait(Duration::from_secs(10)) {
+                bail!("never told to go");
+            }
             for sq in squares {
                 tx.send(Some(sq))?;
             }
@@ -235,10 +241,16 @@ fn end_of_stream(lesson: &mut Lesson, squares: &[i64]) -> anyhow::Result<()> {
     while let Ok(Some(v)) = rx.try_recv() {
         early.push(v);
     }
+    go.open(); // the child's work is done: it starts putting now
     lesson.say(format!(
         "while not q.empty(): got {early:?}   (the child had not sent yet)"
     ));
     lesson.broken("empty() only says 'nothing right now'; the loop ended before the data came");
+    lesson.check_eq(
+        "what the empty()-loop got while the child was still working",
+        early.as_slice(),
+        &[],
+    );
     // (b) Receive until every sender is gone.
     let mut all = Vec::new();
     while let Some(v) = recv_or_end(&rx, Duration::from_secs(10))? {
