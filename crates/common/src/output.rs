@@ -167,6 +167,32 @@ pub fn fail(err: &dyn Display) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// Check a `--numbers` list: 1 to `max` numbers, and the square (`power` 2) or
+/// cube (3) of each must fit in `T`, so that no lesson overflows (or panics) on
+/// bad input.
+pub fn check_numbers<T>(numbers: &[T], max: usize, power: u32) -> Result<(), String>
+where
+    T: Copy + Display + Into<i128> + TryFrom<i128>,
+{
+    if numbers.is_empty() || numbers.len() > max {
+        return Err(format!(
+            "--numbers takes 1 to {max} numbers, got {}",
+            numbers.len()
+        ));
+    }
+    let word = if power == 3 { "cube" } else { "square" };
+    let ty = std::any::type_name::<T>();
+    match numbers
+        .iter()
+        .find(|&&n| T::try_from(n.into().pow(power)).is_err())
+    {
+        Some(n) => Err(format!(
+            "--numbers: the {word} of {n} does not fit in an {ty}"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Logical CPUs this process may run on.
 pub fn cpu_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use common::output::CommonArgs;
+use common::output::{CommonArgs, check_numbers};
 use common::process::Joined;
 use common::shm::Gate;
 use common::{Lesson, fork};
@@ -87,12 +87,7 @@ fn main() -> std::process::ExitCode {
 
 fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {
     let numbers = &args.numbers;
-    if numbers.is_empty() || numbers.len() > 1000 {
-        bail!("--numbers takes 1 to 1000 numbers, got {}", numbers.len());
-    }
-    if let Some(n) = numbers.iter().find(|n| n.checked_mul(**n).is_none()) {
-        bail!("--numbers: the square of {n} does not fit in an i64");
-    }
+    check_numbers(numbers, 1000, 2).map_err(anyhow::Error::msg)?;
     if !(args.bench_scale > 0.0 && args.bench_scale <= 100.0) {
         bail!(
             "--bench-scale must be in (0, 100], got {}",

@@ -93,10 +93,10 @@ pub fn default_chunksize(len: usize, workers: usize) -> usize {
 type Call = fn(func: usize, args: &[u8]) -> Result<Vec<u8>, String>;
 
 fn call<A: DeserializeOwned, R: Serialize>(func: usize, args: &[u8]) -> Result<Vec<u8>, String> {
-    // SAFETY: `func` is the address of an `fn(A) -> R` taken in the parent by
-    // `Pool::submit` for this very monomorphisation (the pair is sent together).
-    // The worker was forked from that parent, so it maps the same executable at
-    // the same addresses, and the course loads no library after forking.
+    // `func` is the address of an `fn(A) -> R` taken in the parent by `Pool::submit`
+    // for this very monomorphisation (the pair is sent together). The worker was
+    // forked from that parent, so it maps the same executable at the same addresses.
+    // SAFETY: a valid `fn(A) -> R` address, as above; no library is loaded after fork.
     let f = unsafe { std::mem::transmute::<*const (), fn(A) -> R>(func as *const ()) };
     let items: Vec<A> =
         postcard::from_bytes(args).map_err(|e| format!("decoding arguments: {e}"))?;

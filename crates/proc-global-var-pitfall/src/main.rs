@@ -28,9 +28,9 @@
 
 use std::sync::Mutex;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Parser;
-use common::output::CommonArgs;
+use common::output::{CommonArgs, check_numbers};
 use common::{Lesson, fork};
 
 /// The global list, like Python's module-level `result = []`.
@@ -71,12 +71,7 @@ fn main() -> std::process::ExitCode {
 
 fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {
     let numbers = &args.numbers;
-    if numbers.is_empty() || numbers.len() > 32 {
-        bail!("--numbers takes 1 to 32 numbers, got {}", numbers.len());
-    }
-    if let Some(n) = numbers.iter().find(|n| n.checked_mul(**n).is_none()) {
-        bail!("--numbers: the square of {n} does not fit in an i64");
-    }
+    check_numbers(numbers, 32, 2).map_err(anyhow::Error::msg)?;
     let expected: Vec<i64> = numbers.iter().map(|n| n * n).collect();
     let mut lesson = Lesson::start(
         "proc-global-var-pitfall",

@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use common::output::CommonArgs;
+use common::output::{CommonArgs, check_numbers};
 use common::shm::{Array, Gate, Value, maps_line};
 use common::{Lesson, fork};
 use memmap2::MmapMut;
@@ -74,14 +74,12 @@ fn main() -> std::process::ExitCode {
 fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {
     let numbers = &args.numbers;
     let len = args.array_len.unwrap_or(numbers.len());
-    if numbers.is_empty() || len < numbers.len() {
+    check_numbers(numbers, 1000, 2).map_err(anyhow::Error::msg)?;
+    if len < numbers.len() {
         bail!(
             "--array-len {len} cannot hold the {} squares of --numbers",
             numbers.len()
         );
-    }
-    if let Some(n) = numbers.iter().find(|n| n.checked_mul(**n).is_none()) {
-        bail!("--numbers: the square of {n} does not fit in Array('i') (32-bit)");
     }
     let squares: Vec<i32> = numbers.iter().map(|n| n * n).collect();
 

@@ -71,5 +71,9 @@ fn impossible_sizes_and_bad_flags_get_clear_errors() {
     );
     expect_error(BIN, &["--array-len", "2"], "cannot hold the 3 squares");
     expect_error(BIN, &["--increments", "0"], "0 is not in 1..=10000000");
-    expect_error(BIN, &["--numbers", "70000"], "does not fit in Array('i')");
+    expect_error(
+        BIN,
+        &["--numbers", "70000"],
+        "the square of 70000 does not fit in an i32",
+    );
 }

@@ -37,9 +37,9 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use common::output::CommonArgs;
+use common::output::{CommonArgs, check_numbers};
 use common::timeline::{Kind, Lane, Timeline, fmt_duration};
 use common::{Lesson, fork};
 
@@ -116,12 +116,7 @@ fn main() -> std::process::ExitCode {
 
 fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {
     let numbers = &args.numbers;
-    if numbers.is_empty() || numbers.len() > 32 {
-        bail!("--numbers takes 1 to 32 numbers, got {}", numbers.len());
-    }
-    if let Some(n) = numbers.iter().find(|n| n.checked_pow(3).is_none()) {
-        bail!("--numbers: the cube of {n} does not fit in an i64");
-    }
+    check_numbers(numbers, 32, 3).map_err(anyhow::Error::msg)?;
     let delay = Duration::from_millis(args.delay_ms);
     let expected: Vec<Vec<i64>> = [Op::Square, Op::Cube]
         .iter()
