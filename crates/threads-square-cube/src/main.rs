@@ -10,7 +10,8 @@
 //! child with `_exit`, as CPython's `popen_fork` does.
 //!
 //! **Run.** `cargo run -p threads-square-cube` (`--help` for the knobs:
-//! `--numbers 2,3,8,9 --delay-ms 200 --mode serial,threads,processes --ascii`).
+//! `--numbers 2,3,8,9 --delay-ms 200 --mode serial,threads,processes --ascii`;
+//! `--bench` measures what starting a thread and a process costs).
 //!
 //! **Expected output** (PIDs, TIDs and the last digits of times vary):
 //! ```text
@@ -64,6 +65,12 @@ struct Args {
         default_value = "serial,threads,processes"
     )]
     mode: Vec<Mode>,
+    /// Measure instead what starting and joining costs: a thread vs a forked process.
+    #[arg(long)]
+    bench: bool,
+    /// Starts per kind for --bench.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    bench_starts: u64,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -130,6 +137,10 @@ fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {
         "threading.Thread / multiprocessing.Process, start(), join(), os.getpid()",
         &args.common,
     );
+    if args.bench {
+        start_cost(&mut lesson, args.bench_starts)?;
+        return Ok(lesson.finish());
+    }
     lesson.say(format!(
         "numbers {numbers:?}, {} ms wait per item",
         args.delay_ms
@@ -274,6 +285,44 @@ fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {
     }
 
     Ok(lesson.finish())
+}
+
+/// `--bench`: start and join `n` workers that do nothing, one at a time: what a
+/// thread costs, what a forked process costs (DESIGN.md's anchors on a 2-core
+/// machine: Rust thread 49 us, fork + waitpid 0.22 ms, Python's `Process` 2.0 ms).
+fn start_cost(lesson: &mut Lesson, n: u64) -> anyhow::Result<()> {
+    lesson.step(&format!(
+        "benchmark: start and join {n} threads, then {n} processes"
+    ));
+    let t = Instant::now();
+    for _ in 0..n {
+        thread::spawn(|| std::hint::black_box(0))
+            .join()
+            .expect("empty thread");
+    }
+    let per_thread = t.elapsed() / n as u32;
+    let t = Instant::now();
+    let mut failed = 0;
+    for _ in 0..n {
+        if !fork(|| 0).context("forking")?.join()?.success() {
+            failed += 1;
+        }
+    }
+    let per_process = t.elapsed() / n as u32;
+    lesson.say(format!(
+        "thread  spawn + join   {:>8.1} us",
+        per_thread.as_secs_f64() * 1e6
+    ));
+    lesson.say(format!(
+        "process fork + join    {:>8.1} us",
+        per_process.as_secs_f64() * 1e6
+    ));
+    lesson.say(format!(
+        "same run: a process costs {:.1}x a thread to start and join",
+        per_process.as_secs_f64() / per_thread.as_secs_f64()
+    ));
+    lesson.check_eq("processes that did not exit 0", failed, 0);
+    Ok(())
 }
 
 /// PID and TID that recorded a lane's spans (the worker's own word for who it is).

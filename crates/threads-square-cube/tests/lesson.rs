@@ -59,6 +59,14 @@ fn other_numbers_and_one_mode() {
 }
 
 #[test]
+fn the_start_cost_bench_runs() {
+    let r = run(BIN, &["--bench", "--bench-starts", "50"], LIMIT);
+    r.assert_success().assert_all_checks_held();
+    assert!(r.line("thread  spawn + join").is_some(), "{r}");
+    assert!(r.line("process fork + join").is_some(), "{r}");
+}
+
+#[test]
 fn bad_flags_get_clear_errors() {
     expect_error(BIN, &["--delay-ms", "99999"], "99999 is not in 0..=2000");
     expect_error(
