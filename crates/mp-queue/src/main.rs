@@ -25,7 +25,7 @@
 //!     while not q.empty(): got []   (the child had not sent yet)
 //!     until every sender is gone: got [4, 9, 64]
 //!     until the None sentinel:    got [4, 9, 64]
-//!     the parent kept a sender: recv() would wait forever (nothing in 500 ms)
+//!     the parent kept a sender: got 3 values; the child ended (exitcode 0); then nothing in 500ms: recv() would wait forever
 //! [4] join before drain: the child sends 1000000 bytes
 //!     join first: the child was still blocked in send after 2 s: would deadlock
 //!     drain first: got 1000000 bytes, then joined: exitcode 0
@@ -277,17 +277,16 @@ fn end_of_stream(lesson: &mut Lesson, squares: &[i64]) -> anyhow::Result<()> {
     let kept = tx.clone(); // the mistake: the parent keeps a sender it never uses
     let mut child = slow_child(tx, false)?;
     let mut n = 0;
-    let ended = loop {
-        match rx.try_recv_timeout(PATIENCE) {
-            Ok(_) => n += 1,
-            Err(TryRecvError::Empty) => break false,
-            Err(TryRecvError::IpcError(_)) => break true,
-        }
-    };
-    child.join()?;
+    while n < squares.len() && recv_or_end(&rx, Duration::from_secs(10))?.is_some() {
+        n += 1;
+    }
+    let exit = child.join()?; // the child has sent everything and is gone...
+    // ...yet the stream does not end: the parent's own sender keeps it open.
+    let ended = !matches!(rx.try_recv_timeout(PATIENCE), Err(TryRecvError::Empty));
     drop(kept);
     lesson.say(format!(
-        "the parent kept a sender: got {n} values, then nothing in {PATIENCE:?}: recv() would wait forever"
+        "the parent kept a sender: got {n} values; the child ended ({exit}); \
+         then nothing in {PATIENCE:?}: recv() would wait forever"
     ));
     lesson.check(
         "with a sender left open, the end of the stream never came",
