@@ -149,6 +149,10 @@ pub struct Child {
 ///
 /// Memory is copied, not shared: writes in the child are invisible to the parent
 /// unless they go to a [`crate::shm`] region made before the fork.
+///
+/// In the parent, `f` is dropped when `fork` returns, with everything it owns: a
+/// `move` closure hands its values to the child. That is how a lesson gives a
+/// channel's sending end to the child and closes the parent's copy in one step.
 pub fn fork<F, R>(f: F) -> Result<Child, ProcessError>
 where
     F: FnOnce() -> R,
