@@ -330,6 +330,10 @@ impl Pool {
                 args,
             });
             ids.push(id);
+            // An idle worker starts on this chunk while the next one is encoded.
+            if inner.workers.iter().any(|w| w.holding.is_empty()) {
+                inner.dispatch();
+            }
         }
         // Start work right away if a worker is idle; do not wait for anything.
         inner.dispatch();
