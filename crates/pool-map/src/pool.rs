@@ -613,6 +613,10 @@ impl Inner {
                     self.replaced += 1;
                 }
                 Err(e) => {
+                    let e = match e {
+                        PoolError::Broken(inner) => inner,
+                        other => other.to_string(),
+                    };
                     let why = format!("worker pid {pid} died and could not be replaced: {e}");
                     self.fail_pending(PoolError::Broken(why.clone()));
                     self.broken = Some(why);

@@ -38,6 +38,10 @@ const CASES: &[Case] = &[
         killed_worker,
     ),
     (
+        "a worker that cannot be replaced breaks the pool, clearly",
+        broken_pool,
+    ),
+    (
         "bad input: 0 processes, chunksize 0, use after close or terminate",
         bad_input,
     ),
@@ -180,6 +184,34 @@ fn killed_worker() {
         res.get(Some(Duration::from_secs(5))),
         Err(PoolError::WorkerDied { .. })
     ));
+}
+
+fn broken_pool() {
+    let pool = Pool::new(2).unwrap();
+    let res = pool.apply_async(slow_square, 3).unwrap();
+    let queued: Vec<_> = (0..4)
+        .map(|x| pool.apply_async(square, x).unwrap())
+        .collect();
+    // Another thread now runs in this process, so no replacement can be forked.
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let t = std::thread::spawn(move || {
+        let _ = rx.recv_timeout(Duration::from_secs(10));
+    });
+    kill(Pid::from_raw(res.worker_pids()[0]), Signal::SIGKILL).unwrap();
+    assert!(matches!(
+        res.get(Some(Duration::from_secs(5))),
+        Err(PoolError::WorkerDied { .. })
+    ));
+    match pool.apply(square, 1) {
+        Err(PoolError::Broken(why)) => assert!(why.contains("refusing to fork"), "{why}"),
+        other => panic!("expected a broken pool, got {other:?}"),
+    }
+    for q in &queued {
+        // Each queued task either ran on the surviving worker or failed clearly.
+        let _ = q.get(Some(Duration::from_secs(5)));
+    }
+    drop(tx);
+    t.join().unwrap();
 }
 
 fn bad_input() {
