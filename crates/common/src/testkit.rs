@@ -132,6 +132,15 @@ impl Run {
             .unwrap_or_else(|| panic!("no line contains {needle:?}\n{self}"))
     }
 
+    /// Fail the test, showing the output, unless some stdout line contains each of
+    /// `needles`.
+    pub fn expect_lines(&self, needles: &[&str]) -> &Self {
+        for needle in needles {
+            self.expect_line(needle);
+        }
+        self
+    }
+
     /// Every check line passed, and there was at least one.
     pub fn assert_all_checks_held(&self) -> &Self {
         let failed = self.lines("FAIL check:");

@@ -12,8 +12,7 @@ const LIMIT: Duration = Duration::from_secs(120);
 fn the_lesson_holds_every_claim() {
     let r = run(BIN, &["--cpu-ms", "20", "--io-ms", "100"], LIMIT);
     r.assert_success().assert_all_checks_held();
-    assert!(r.line("[2] CPU-bound: 4 tasks").is_some(), "{r}");
-    assert!(r.line("[3] I/O-bound: 4 tasks").is_some(), "{r}");
+    r.expect_lines(&["[2] CPU-bound: 4 tasks", "[3] I/O-bound: 4 tasks"]);
     assert_eq!(
         r.lines("4 threads ")
             .iter()
@@ -30,10 +29,7 @@ fn the_lesson_holds_every_claim() {
         2,
         "{r}"
     );
-    assert!(
-        r.line("ok check: the waiting threads overlapped").is_some(),
-        "{r}"
-    );
+    r.expect_line("ok check: the waiting threads overlapped");
 }
 
 #[test]

@@ -11,17 +11,11 @@ const LIMIT: Duration = Duration::from_secs(60);
 fn the_default_run_holds_every_claim() {
     let r = run(BIN, &[], LIMIT);
     r.assert_success().assert_all_checks_held();
-    assert!(
-        r.line("ok check: balance with the lock: 200 (expected 200)")
-            .is_some(),
-        "{r}"
-    );
-    assert!(
-        r.line("ok check: the two processes never held the lock at the same time")
-            .is_some(),
-        "{r}"
-    );
-    assert!(r.line("without a lock").is_some(), "{r}");
+    r.expect_lines(&[
+        "ok check: balance with the lock: 200 (expected 200)",
+        "ok check: the two processes never held the lock at the same time",
+        "without a lock",
+    ]);
 }
 
 #[test]
@@ -42,12 +36,10 @@ fn with_the_lock_the_balance_is_200_in_every_run() {
             LIMIT,
         );
         r.assert_success();
-        assert!(r.line("final balance 200 (expected 200)").is_some(), "{r}");
-        assert!(
-            r.line("ok check: updates lost with the lock: 0 (expected 0)")
-                .is_some(),
-            "{r}"
-        );
+        r.expect_lines(&[
+            "final balance 200 (expected 200)",
+            "ok check: updates lost with the lock: 0 (expected 0)",
+        ]);
     }
 }
 
@@ -60,22 +52,12 @@ fn a_killed_holder_is_reported_and_nothing_hangs() {
     );
     r.assert_success();
     assert_eq!(r.lines("exitcode -9 (killed by SIGKILL)").len(), 2, "{r}");
-    assert!(
-        r.line("the next locker is told: the previous owner died holding the lock (EOWNERDEAD)")
-            .is_some(),
-        "{r}"
-    );
-    assert!(
-        r.line("ok check: balance after the repair: 200 (expected 200)")
-            .is_some(),
-        "{r}"
-    );
-    assert!(
-        r.line("ok check: the timed attempt timed out instead of hanging")
-            .is_some(),
-        "{r}"
-    );
-    assert!(r.line("(ETIMEDOUT)").is_some(), "{r}");
+    r.expect_lines(&[
+        "the next locker is told: the previous owner died holding the lock (EOWNERDEAD)",
+        "ok check: balance after the repair: 200 (expected 200)",
+        "ok check: the timed attempt timed out instead of hanging",
+        "(ETIMEDOUT)",
+    ]);
 }
 
 #[test]
@@ -83,7 +65,7 @@ fn the_bench_counts_exactly() {
     let r = run(BIN, &["--bench", "--bench-increments", "20000"], LIMIT);
     r.assert_success().assert_all_checks_held();
     assert_eq!(r.lines("ns per increment").len(), 3, "{r}");
-    assert!(r.line("locked / fetch_add, same run").is_some(), "{r}");
+    r.expect_line("locked / fetch_add, same run");
 }
 
 #[test]

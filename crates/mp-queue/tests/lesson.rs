@@ -12,50 +12,27 @@ fn the_default_run_holds_every_claim() {
     let r = run(BIN, &[], LIMIT);
     r.assert_success().assert_all_checks_held();
     // The parent gets exactly 4, 9, 64, from the child; the thread queue too.
-    assert!(
-        r.line("process queue (ipc-channel): got [4, 9, 64] from pid [")
-            .is_some(),
-        "{r}"
-    );
-    assert!(
-        r.line("thread queue (crossbeam):    got [4, 9, 64]")
-            .is_some(),
-        "{r}"
-    );
+    r.expect_lines(&[
+        "process queue (ipc-channel): got [4, 9, 64] from pid [",
+        "thread queue (crossbeam):    got [4, 9, 64]",
+    ]);
     // crossbeam across fork: nothing arrived, while the child's copy held 3.
-    assert!(r.line("my copy of the channel holds 3").is_some(), "{r}");
-    assert!(
-        r.line("ok check: nothing crossed: the parent's recv timed out")
-            .is_some(),
-        "{r}"
-    );
+    r.expect_lines(&[
+        "my copy of the channel holds 3",
+        "ok check: nothing crossed: the parent's recv timed out",
+    ]);
     // empty() vs the two right ways to end a stream.
-    assert!(r.line("while not q.empty(): got []").is_some(), "{r}");
-    assert!(
-        r.line("until every sender is gone: got [4, 9, 64]")
-            .is_some(),
-        "{r}"
-    );
-    assert!(
-        r.line("until the None sentinel:    got [4, 9, 64]")
-            .is_some(),
-        "{r}"
-    );
+    r.expect_lines(&[
+        "while not q.empty(): got []",
+        "until every sender is gone: got [4, 9, 64]",
+        "until the None sentinel:    got [4, 9, 64]",
+    ]);
     // join before drain: detected, killed, and then the right order works.
-    assert!(
-        r.line("would deadlock (killed: exitcode -9").is_some(),
-        "{r}"
-    );
-    assert!(
-        r.line("ok check: joining first was caught as a deadlock")
-            .is_some(),
-        "{r}"
-    );
-    assert!(
-        r.line("ok check: draining first: 1000000 bytes arrived")
-            .is_some(),
-        "{r}"
-    );
+    r.expect_lines(&[
+        "would deadlock (killed: exitcode -9",
+        "ok check: joining first was caught as a deadlock",
+        "ok check: draining first: 1000000 bytes arrived",
+    ]);
 }
 
 #[test]
@@ -80,7 +57,7 @@ fn the_deadlock_demo_is_bounded() {
     let t = Instant::now();
     let r = run(BIN, &["--big-bytes", "4000000"], LIMIT);
     r.assert_success();
-    assert!(r.line("would deadlock").is_some(), "{r}");
+    r.expect_line("would deadlock");
     // Two watchdogs of 2 s and 0.5 s waits: well under 20 s even on a slow machine.
     assert!(t.elapsed() < Duration::from_secs(30));
 }
@@ -90,10 +67,7 @@ fn the_bench_runs_and_counts() {
     let r = run(BIN, &["--bench", "--bench-scale", "0.01"], LIMIT);
     r.assert_success().assert_all_checks_held();
     assert_eq!(r.lines("items per second").len(), 1, "{r}");
-    assert!(
-        r.line("processes, ipc-channel, 1 item a message").is_some(),
-        "{r}"
-    );
+    r.expect_line("processes, ipc-channel, 1 item a message");
 }
 
 #[test]

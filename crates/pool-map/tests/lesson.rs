@@ -22,14 +22,11 @@ fn the_lesson_holds_every_claim() {
         .collect();
     assert_eq!(pids.len(), 5, "{r}");
     assert!(pids.iter().all(|p| workers[..3].contains(p)), "{r}");
-    assert!(r.line("the task panicked in worker pid").is_some(), "{r}");
-    assert!(r.line("13 is unlucky").is_some(), "{r}");
-    assert!(
-        r.line("died (exitcode -9 (killed by SIGKILL)) while it held this task")
-            .is_some(),
-        "{r}"
-    );
-    assert!(r.line("(1 replaced)").is_some(), "{r}");
+    r.expect_lines(&["the task panicked in worker pid", "13 is unlucky"]);
+    r.expect_lines(&[
+        "died (exitcode -9 (killed by SIGKILL)) while it held this task",
+        "(1 replaced)",
+    ]);
     for way in ["serial", "pool (", "threads", "rayon"] {
         assert!(
             r.lines(way)
@@ -38,7 +35,7 @@ fn the_lesson_holds_every_claim() {
             "{way}: {r}"
         );
     }
-    assert!(r.line("us per task").is_some(), "{r}");
+    r.expect_line("us per task");
 }
 
 #[test]
@@ -56,7 +53,7 @@ fn one_process_pool() {
         LIMIT,
     );
     r.assert_success().assert_all_checks_held();
-    assert!(r.line("pool (1)").is_some(), "{r}");
+    r.expect_line("pool (1)");
 }
 
 #[test]

@@ -29,7 +29,7 @@ fn child_sees_its_list_parent_sees_empty_thread_is_shared() {
     // Different processes.
     assert_ne!(numbers(child)[0], numbers(after)[0]);
     // The thread's appends are visible.
-    assert!(r.line("RESULT = [4, 9, 64]   (thread tid").is_some(), "{r}");
+    r.expect_line("RESULT = [4, 9, 64]   (thread tid");
 }
 
 #[test]

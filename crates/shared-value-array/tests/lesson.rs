@@ -11,20 +11,12 @@ const LIMIT: Duration = Duration::from_secs(60);
 fn parent_reads_the_shared_region_and_zeros_from_the_private_one() {
     let r = run(BIN, &[], LIMIT);
     r.assert_success().assert_all_checks_held();
-    assert!(
-        r.line("parent reads: array [4, 9, 64], value 5.67")
-            .is_some(),
-        "{r}"
-    );
-    assert!(r.line("parent reads: array [0, 0, 0]").is_some(), "{r}");
-    assert!(
-        r.line("ok check: the mapping is shared (rw-s)").is_some(),
-        "{r}"
-    );
-    assert!(
-        r.line("ok check: the mapping is private (rw-p)").is_some(),
-        "{r}"
-    );
+    r.expect_line("parent reads: array [4, 9, 64], value 5.67");
+    r.expect_lines(&[
+        "parent reads: array [0, 0, 0]",
+        "ok check: the mapping is shared (rw-s)",
+        "ok check: the mapping is private (rw-p)",
+    ]);
 }
 
 #[test]
@@ -50,11 +42,7 @@ fn other_values_and_a_longer_array() {
         LIMIT,
     );
     r.assert_success().assert_all_checks_held();
-    assert!(
-        r.line("parent reads: array [25, 36, 0, 0], value -1.5")
-            .is_some(),
-        "{r}"
-    );
+    r.expect_line("parent reads: array [25, 36, 0, 0], value -1.5");
 }
 
 #[test]

@@ -11,9 +11,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_thread-race");
 fn the_lesson_holds_every_claim() {
     let r = run(BIN, &["--increments", "200000"], Duration::from_secs(60));
     r.assert_success().assert_all_checks_held();
-    assert!(r.line("both write 1: counter = 1").is_some(), "{r}");
-    assert!(r.line("balance -60, paid 2, refused 0").is_some(), "{r}");
-    assert!(r.line("balance 20, paid 1, refused 1").is_some(), "{r}");
+    r.expect_lines(&[
+        "both write 1: counter = 1",
+        "balance -60, paid 2, refused 0",
+        "balance 20, paid 1, refused 1",
+    ]);
     for code in ["E0133", "E0373", "E0499", "E0277"] {
         assert!(r.line(code).is_some(), "{code} not listed\n{r}");
     }

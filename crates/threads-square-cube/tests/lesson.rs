@@ -14,10 +14,9 @@ fn default_run_holds_every_claim() {
     // Results: serial and threads print them; each child prints its own.
     assert_eq!(r.lines("square: [4, 9, 64, 81]").len(), 2, "{r}");
     assert_eq!(r.lines("cube:   [8, 27, 512, 729]").len(), 2, "{r}");
-    assert!(r.line("(square): [4, 9, 64, 81]").is_some(), "{r}");
-    assert!(r.line("(cube): [8, 27, 512, 729]").is_some(), "{r}");
+    r.expect_lines(&["(square): [4, 9, 64, 81]", "(cube): [8, 27, 512, 729]"]);
     // Ideal times next to the measured ones.
-    assert!(r.line("ideal 1.600 s").is_some(), "{r}");
+    r.expect_line("ideal 1.600 s");
     assert_eq!(r.lines("ideal 0.800 s").len(), 2, "{r}");
 }
 
@@ -53,17 +52,18 @@ fn other_numbers_and_one_mode() {
         LIMIT,
     );
     r.assert_success().assert_all_checks_held();
-    assert!(r.line("(square): [1, 4, 25]").is_some(), "{r}");
-    assert!(r.line("(cube): [1, -8, 125]").is_some(), "{r}");
-    assert!(r.line("[1] two processes").is_some(), "{r}");
+    r.expect_lines(&[
+        "(square): [1, 4, 25]",
+        "(cube): [1, -8, 125]",
+        "[1] two processes",
+    ]);
 }
 
 #[test]
 fn the_start_cost_bench_runs() {
     let r = run(BIN, &["--bench", "--bench-starts", "50"], LIMIT);
     r.assert_success().assert_all_checks_held();
-    assert!(r.line("thread  spawn + join").is_some(), "{r}");
-    assert!(r.line("process fork + join").is_some(), "{r}");
+    r.expect_lines(&["thread  spawn + join", "process fork + join"]);
 }
 
 #[test]
