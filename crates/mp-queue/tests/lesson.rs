@@ -26,6 +26,9 @@ fn the_default_run_holds_every_claim() {
         "while not q.empty(): got []",
         "until every sender is gone: got [4, 9, 64]",
         "until the None sentinel:    got [4, 9, 64]",
+        "the parent kept a sender: got 3 values; the child ended (exitcode 0)",
+        "ok check: what the empty()-loop got while the child was still working: [] (expected [])",
+        "ok check: with a sender left open, the end of the stream never came",
     ]);
     // join before drain: detected, killed, and then the right order works.
     r.expect_lines(&[
