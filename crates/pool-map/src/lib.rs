@@ -26,11 +26,20 @@ pub fn square_where(x: u64) -> (u64, u32) {
 /// depend on the argument), and "serial" would take no time at all. The work must
 /// be real for the comparison to mean anything.
 pub fn sum_of_squares(n: u64) -> u64 {
+    squares_below(n, 1000)
+}
+
+/// The same with 100 times the work per item: `x` in `0..100_000`.
+pub fn sum_of_squares_100x(n: u64) -> u64 {
+    squares_below(n, 100_000)
+}
+
+fn squares_below(n: u64, limit: u64) -> u64 {
     black_box(n);
     let mut sum = 0u64;
-    for x in 0..1000u64 {
+    for x in 0..limit {
         let x = black_box(x);
-        sum = black_box(sum + x * x);
+        sum = black_box(sum.wrapping_add(x * x));
     }
     sum
 }
