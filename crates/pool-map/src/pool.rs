@@ -412,8 +412,11 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        let ids = self.submit(f, items, chunksize)?;
-        Ok(Imap::new(&self.inner, ids, true))
+        Ok(Imap::new(
+            &self.inner,
+            self.submit(f, items, chunksize)?,
+            true,
+        ))
     }
 
     /// `pool.imap_unordered(f, items, chunksize)`: results as tasks finish.
@@ -427,8 +430,11 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        let ids = self.submit(f, items, chunksize)?;
-        Ok(Imap::new(&self.inner, ids, false))
+        Ok(Imap::new(
+            &self.inner,
+            self.submit(f, items, chunksize)?,
+            false,
+        ))
     }
 
     /// `pool.close()`: no new tasks; the queued ones still run.

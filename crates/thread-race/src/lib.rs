@@ -147,45 +147,40 @@ pub struct Withdrawals {
 /// `amount`. Each checks the balance under the lock, lets go, and takes the money
 /// under the lock again: both can pass the check. The barrier makes sure they do.
 pub fn withdraw_twice_racy(balance: i64, amount: i64) -> Withdrawals {
-    let account = Mutex::new(balance);
-    let both_checked = Barrier::new(2);
-    let results: Vec<bool> = thread::scope(|s| {
-        let hs: Vec<_> = (0..2)
-            .map(|_| {
-                s.spawn(|| {
-                    let ok = *account.lock().expect("account") >= amount; // check...
-                    both_checked.wait();
-                    if ok {
-                        *account.lock().expect("account") -= amount; // ...then act
-                    }
-                    ok
-                })
-            })
-            .collect();
-        hs.into_iter()
-            .map(|h| h.join().expect("withdrawal thread"))
-            .collect()
-    });
-    tally(account.into_inner().expect("account"), &results)
+    two_withdrawals(balance, |account, both_checked| {
+        let ok = *account.lock().expect("account") >= amount; // check...
+        both_checked.wait();
+        if ok {
+            *account.lock().expect("account") -= amount; // ...then act
+        }
+        ok
+    })
 }
 
 /// Check-then-act, right: one guard held across the check and the update.
 pub fn withdraw_twice_locked(balance: i64, amount: i64) -> Withdrawals {
+    two_withdrawals(balance, |account, start| {
+        start.wait();
+        let mut b = account.lock().expect("account");
+        let ok = *b >= amount;
+        if ok {
+            *b -= amount;
+        }
+        ok
+    })
+}
+
+/// Two threads run `withdraw` on one account (with a two-party barrier to use as
+/// they see fit); each says whether it took the money.
+fn two_withdrawals(
+    balance: i64,
+    withdraw: impl Fn(&Mutex<i64>, &Barrier) -> bool + Sync,
+) -> Withdrawals {
     let account = Mutex::new(balance);
-    let start = Barrier::new(2);
+    let barrier = Barrier::new(2);
     let results: Vec<bool> = thread::scope(|s| {
         let hs: Vec<_> = (0..2)
-            .map(|_| {
-                s.spawn(|| {
-                    start.wait();
-                    let mut b = account.lock().expect("account");
-                    let ok = *b >= amount;
-                    if ok {
-                        *b -= amount;
-                    }
-                    ok
-                })
-            })
+            .map(|_| s.spawn(|| withdraw(&account, &barrier)))
             .collect();
         hs.into_iter()
             .map(|h| h.join().expect("withdrawal thread"))
