@@ -40,6 +40,7 @@
 //! block does: workers are killed and reaped, unfinished tasks fail with
 //! [`PoolError::Terminated`]. Call `close()` then `join()` to let them finish.
 
+use std::any::Any;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::marker::PhantomData;
@@ -212,7 +213,10 @@ struct Inner {
     /// Kept to hand a clone to replacement workers.
     results_tx: IpcSender<FromWorker>,
     pending: VecDeque<Task>,
-    done: HashMap<u64, Result<Vec<u8>, PoolError>>,
+    /// How to decode each unfinished task's result (its type is known only to the
+    /// `submit` call that queued it).
+    decoders: HashMap<u64, Decode>,
+    done: HashMap<u64, Result<Finished, PoolError>>,
     /// Results nobody waits for any more (their handle was dropped).
     abandoned: HashSet<u64>,
     next_id: u64,
@@ -264,6 +268,7 @@ impl Pool {
                 results,
                 results_tx,
                 pending: VecDeque::new(),
+                decoders: HashMap::new(),
                 done: HashMap::new(),
                 abandoned: HashSet::new(),
                 next_id: 0,
@@ -303,12 +308,12 @@ impl Pool {
     fn submit<A, R>(
         &self,
         f: fn(A) -> R,
-        items: Vec<A>,
+        items: impl IntoIterator<Item = A>,
         chunksize: usize,
     ) -> Result<Vec<u64>, PoolError>
     where
         A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + 'static,
     {
         if chunksize == 0 {
             return Err(PoolError::ZeroChunksize);
@@ -329,6 +334,7 @@ impl Pool {
                 func: f as usize,
                 args,
             });
+            inner.decoders.insert(id, decode_part::<R>);
             ids.push(id);
             // An idle worker starts on this chunk while the next one is encoded.
             if inner.workers.iter().any(|w| w.holding.is_empty()) {
@@ -345,43 +351,71 @@ impl Pool {
     pub fn apply_async<A, R>(&self, f: fn(A) -> R, a: A) -> Result<AsyncResult<R>, PoolError>
     where
         A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + 'static,
     {
         let ids = self.submit(f, vec![a], 1)?;
-        Ok(AsyncResult::new(&self.inner, ids, decode_one::<R>))
+        Ok(AsyncResult::new(
+            &self.inner,
+            ids,
+            decode_part::<R>,
+            assemble_one::<R>,
+        ))
     }
 
     /// `pool.apply(f, (a,))`: run `f(a)` in a worker and wait for it.
     pub fn apply<A, R>(&self, f: fn(A) -> R, a: A) -> Result<R, PoolError>
     where
         A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + 'static,
     {
         self.apply_async(f, a)?.get(None)
     }
 
     /// `pool.map_async(f, items, chunksize)`; `None` = Python's default chunksize.
+    ///
+    /// `items` is anything iterable, as in Python: a `Vec`, or `v.iter().copied()`
+    /// to send a slice's items without copying the slice first. The default
+    /// chunksize needs the length; like Python (`list(iterable)` when it has no
+    /// `__len__`), an iterator that cannot tell it is collected first.
     pub fn map_async<A, R>(
         &self,
         f: fn(A) -> R,
-        items: Vec<A>,
+        items: impl IntoIterator<Item = A>,
         chunksize: Option<usize>,
     ) -> Result<AsyncResult<Vec<R>>, PoolError>
     where
         A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + 'static,
     {
-        let chunksize =
-            chunksize.unwrap_or_else(|| default_chunksize(items.len(), self.processes()).max(1));
-        let ids = self.submit(f, items, chunksize)?;
-        Ok(AsyncResult::new(&self.inner, ids, decode_all::<R>))
+        let items = items.into_iter();
+        let ids = match (chunksize, items.size_hint()) {
+            (Some(chunksize), _) => self.submit(f, items, chunksize)?,
+            (None, (low, Some(high))) if low == high => {
+                self.submit(f, items, default_chunksize(low, self.processes()).max(1))?
+            }
+            (None, _) => {
+                let items: Vec<A> = items.collect();
+                let chunksize = default_chunksize(items.len(), self.processes()).max(1);
+                self.submit(f, items, chunksize)?
+            }
+        };
+        Ok(AsyncResult::new(
+            &self.inner,
+            ids,
+            decode_part::<R>,
+            assemble_all::<R>,
+        ))
     }
 
     /// `pool.map(f, items)`: results in order, with the default chunksize.
-    pub fn map<A, R>(&self, f: fn(A) -> R, items: Vec<A>) -> Result<Vec<R>, PoolError>
+    pub fn map<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<R>, PoolError>
     where
         A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + 'static,
     {
         self.map_async(f, items, None)?.get(None)
     }
@@ -390,12 +424,12 @@ impl Pool {
     pub fn map_chunked<A, R>(
         &self,
         f: fn(A) -> R,
-        items: Vec<A>,
+        items: impl IntoIterator<Item = A>,
         chunksize: usize,
     ) -> Result<Vec<R>, PoolError>
     where
         A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + 'static,
     {
         self.map_async(f, items, Some(chunksize))?.get(None)
     }
@@ -405,12 +439,12 @@ impl Pool {
     pub fn imap<A, R>(
         &self,
         f: fn(A) -> R,
-        items: Vec<A>,
+        items: impl IntoIterator<Item = A>,
         chunksize: usize,
     ) -> Result<Imap<R>, PoolError>
     where
         A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + 'static,
     {
         Ok(Imap::new(
             &self.inner,
@@ -423,12 +457,12 @@ impl Pool {
     pub fn imap_unordered<A, R>(
         &self,
         f: fn(A) -> R,
-        items: Vec<A>,
+        items: impl IntoIterator<Item = A>,
         chunksize: usize,
     ) -> Result<Imap<R>, PoolError>
     where
         A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + 'static,
     {
         Ok(Imap::new(
             &self.inner,
@@ -524,6 +558,7 @@ impl Inner {
         }
         for Done { id, bytes, error } in msg.done {
             if self.abandoned.remove(&id) {
+                self.decoders.remove(&id);
                 continue;
             }
             let result = match error {
@@ -537,8 +572,23 @@ impl Inner {
                 },
                 None => PoolError::Codec(m),
             });
-            self.done.insert(id, result);
+            self.finish(id, result);
         }
+    }
+
+    /// Record a task's outcome. A result is decoded now, while the other workers
+    /// are still busy, rather than all at once when someone asks: for a big `map`
+    /// that takes the decoding off the end of the run, where every core waits for it.
+    fn finish(&mut self, id: u64, result: Result<Vec<u8>, PoolError>) {
+        let decode = self.decoders.remove(&id);
+        let result = result.and_then(|bytes| {
+            let decoded = match decode {
+                Some(decode) => Some(decode(&bytes)?),
+                None => None,
+            };
+            Ok(Finished { bytes, decoded })
+        });
+        self.done.insert(id, result);
     }
 
     /// Take in every result already waiting, without blocking.
@@ -602,15 +652,12 @@ impl Inner {
                 w.child.pid(),
                 w.child.join().map(|e| e.to_string()).unwrap_or_default(),
             );
-            for id in std::mem::take(&mut w.holding) {
-                if !self.abandoned.remove(&id) {
-                    self.done.insert(
-                        id,
-                        Err(PoolError::WorkerDied {
-                            pid,
-                            exit: exit.clone(),
-                        }),
-                    );
+            for id in std::mem::take(&mut self.workers[i].holding) {
+                if self.abandoned.remove(&id) {
+                    self.decoders.remove(&id);
+                } else {
+                    let exit = exit.clone();
+                    self.finish(id, Err(PoolError::WorkerDied { pid, exit }));
                 }
             }
             match spawn_worker(&self.results_tx) {
@@ -645,6 +692,8 @@ impl Inner {
         for id in ids {
             if self.done.remove(&id).is_none() && running.contains(&id) {
                 self.abandoned.insert(id);
+            } else {
+                self.decoders.remove(&id);
             }
         }
     }
@@ -652,7 +701,7 @@ impl Inner {
     fn fail_pending(&mut self, err: PoolError) {
         let ids: Vec<u64> = self.pending.drain(..).map(|t| t.id).collect();
         for id in ids {
-            self.done.insert(id, Err(err.clone()));
+            self.finish(id, Err(err.clone()));
         }
     }
 
@@ -660,11 +709,12 @@ impl Inner {
         if self.state == State::Terminated {
             return;
         }
-        for w in &mut self.workers {
+        for i in 0..self.workers.len() {
+            let w = &mut self.workers[i];
             let _ = w.child.kill();
             let _ = w.child.join();
             for id in std::mem::take(&mut w.holding) {
-                self.done.insert(id, Err(PoolError::Terminated));
+                self.finish(id, Err(PoolError::Terminated));
             }
         }
         self.fail_pending(PoolError::Terminated);
@@ -680,27 +730,66 @@ const MAX_BATCH: usize = 1024;
 /// How often the pool looks for dead workers while it waits.
 const CHECK_EVERY: Duration = Duration::from_millis(10);
 
-fn decode_one<R: DeserializeOwned>(chunks: &[&[u8]]) -> Result<R, PoolError> {
-    decode_all::<R>(chunks)?
-        .pop()
-        .ok_or_else(|| PoolError::Codec("no result in the reply".into()))
+/// A finished task: the bytes its worker sent, and the `Vec<R>` decoded from them
+/// on arrival until the first `get` (or `imap`) takes it. The bytes stay, so `get`
+/// may be called again, as in Python.
+struct Finished {
+    bytes: Vec<u8>,
+    decoded: Option<Part>,
 }
 
-fn decode_all<R: DeserializeOwned>(chunks: &[&[u8]]) -> Result<Vec<R>, PoolError> {
-    let mut out = Vec::new();
-    for bytes in chunks {
-        let part: Vec<R> =
-            postcard::from_bytes(bytes).map_err(|e| PoolError::Codec(e.to_string()))?;
+impl Finished {
+    fn take(&mut self, decode: Decode) -> Result<Part, PoolError> {
+        match self.decoded.take() {
+            Some(part) => Ok(part),
+            None => decode(&self.bytes),
+        }
+    }
+}
+
+/// One task's results, `Vec<R>`, with `R` erased: `Inner` holds tasks of many types.
+type Part = Box<dyn Any>;
+type Decode = fn(&[u8]) -> Result<Part, PoolError>;
+
+fn decode_part<R: DeserializeOwned + 'static>(bytes: &[u8]) -> Result<Part, PoolError> {
+    let items: Vec<R> = postcard::from_bytes(bytes).map_err(|e| PoolError::Codec(e.to_string()))?;
+    Ok(Box::new(items))
+}
+
+fn items_of<R: 'static>(part: Part) -> Result<Vec<R>, PoolError> {
+    part.downcast::<Vec<R>>()
+        .map(|items| *items)
+        .map_err(|_| PoolError::Codec("a result decoded as another type".into()))
+}
+
+/// `map`'s result: the parts in task order, moved (not copied) when there is one.
+fn assemble_all<R: 'static>(parts: Vec<Part>) -> Result<Vec<R>, PoolError> {
+    let mut parts = parts
+        .into_iter()
+        .map(items_of::<R>)
+        .collect::<Result<Vec<_>, _>>()?;
+    if parts.len() == 1 {
+        return Ok(parts.swap_remove(0));
+    }
+    let mut out = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+    for part in parts {
         out.extend(part);
     }
     Ok(out)
+}
+
+fn assemble_one<R: 'static>(parts: Vec<Part>) -> Result<R, PoolError> {
+    assemble_all::<R>(parts)?
+        .pop()
+        .ok_or_else(|| PoolError::Codec("no result in the reply".into()))
 }
 
 /// `AsyncResult`: the handle `apply_async` and `map_async` return.
 pub struct AsyncResult<T> {
     pool: Rc<RefCell<Inner>>,
     ids: Vec<u64>,
-    decode: fn(&[&[u8]]) -> Result<T, PoolError>,
+    decode: Decode,
+    assemble: fn(Vec<Part>) -> Result<T, PoolError>,
 }
 
 impl<T> std::fmt::Debug for AsyncResult<T> {
@@ -713,12 +802,14 @@ impl<T> AsyncResult<T> {
     fn new(
         pool: &Rc<RefCell<Inner>>,
         ids: Vec<u64>,
-        decode: fn(&[&[u8]]) -> Result<T, PoolError>,
+        decode: Decode,
+        assemble: fn(Vec<Part>) -> Result<T, PoolError>,
     ) -> Self {
         AsyncResult {
             pool: Rc::clone(pool),
             ids,
             decode,
+            assemble,
         }
     }
 
@@ -738,14 +829,21 @@ impl<T> AsyncResult<T> {
                 PoolError::Timeout(_) => PoolError::Timeout(timeout.unwrap_or_default()),
                 e => e,
             })?;
-        let mut chunks = Vec::with_capacity(self.ids.len());
+        if let Some(Err(e)) = self
+            .ids
+            .iter()
+            .map(|id| &inner.done[id])
+            .find(|r| r.is_err())
+        {
+            return Err(e.clone());
+        }
+        let mut parts = Vec::with_capacity(self.ids.len());
         for id in &self.ids {
-            match &inner.done[id] {
-                Ok(bytes) => chunks.push(bytes.as_slice()),
-                Err(e) => return Err(e.clone()),
+            if let Some(Ok(finished)) = inner.done.get_mut(id) {
+                parts.push(finished.take(self.decode)?);
             }
         }
-        (self.decode)(&chunks)
+        (self.assemble)(parts)
     }
 
     /// The PIDs of the workers running this result's tasks right now (empty while
@@ -824,7 +922,7 @@ impl<R> Imap<R> {
     }
 }
 
-impl<R: DeserializeOwned> Iterator for Imap<R> {
+impl<R: DeserializeOwned + 'static> Iterator for Imap<R> {
     type Item = Result<R, PoolError>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -854,11 +952,12 @@ impl<R: DeserializeOwned> Iterator for Imap<R> {
             self.ids.iter().position(|id| inner.done.contains_key(id))?
         };
         let id = self.ids.remove(pos)?;
-        match inner.done.remove(&id)? {
-            Ok(bytes) => match decode_all::<R>(&[&bytes]) {
-                Ok(items) => self.ready.extend(items),
-                Err(e) => return Some(Err(e)),
-            },
+        match inner
+            .done
+            .remove(&id)?
+            .and_then(|mut f| items_of::<R>(f.take(decode_part::<R>)?))
+        {
+            Ok(items) => self.ready.extend(items),
             Err(e) => return Some(Err(e)),
         }
         drop(inner);

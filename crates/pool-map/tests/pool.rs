@@ -84,6 +84,19 @@ fn many_maps() {
     for workers in [1, 2, 3, 5] {
         let pool = Pool::new(workers).unwrap();
         assert_eq!(pool.map(square, items.clone()).unwrap(), serial(&items));
+        // Any iterable, as in Python: a borrowed slice, a range, and an iterator
+        // that cannot tell its length (collected first, like `list(iterable)`).
+        assert_eq!(
+            pool.map(square, items.iter().copied()).unwrap(),
+            serial(&items)
+        );
+        assert_eq!(pool.map(square, 0..1000u64).unwrap(), serial(&items));
+        let odd: Vec<u64> = items.iter().copied().filter(|x| x % 2 == 1).collect();
+        assert_eq!(
+            pool.map(square, items.iter().copied().filter(|x| x % 2 == 1))
+                .unwrap(),
+            serial(&odd)
+        );
         for chunk in [1, 2, 7, 100, 999, 1000, 5000] {
             assert_eq!(
                 pool.map_chunked(square, items.clone(), chunk).unwrap(),
@@ -128,17 +141,22 @@ fn applies() {
     assert_eq!(res.successful(), Some(true));
     assert_eq!(res.get(None).unwrap(), 16);
     assert_eq!(res.get(None).unwrap(), 16, "get may be called again");
-    let all = pool.map_async(square, (1..=20).collect(), Some(3)).unwrap();
+    let all = pool.map_async(square, 1..=20, Some(3)).unwrap();
     assert_eq!(
         all.get(Some(Duration::from_secs(5))).unwrap(),
         serial(&(1..=20).collect::<Vec<_>>())
+    );
+    assert_eq!(
+        all.get(None).unwrap(),
+        serial(&(1..=20).collect::<Vec<_>>()),
+        "a map's get may be called again (decoded again from the bytes)"
     );
 }
 
 fn panicking_task() {
     let pool = Pool::new(2).unwrap();
     let t = Instant::now();
-    match pool.map_chunked(unlucky, (10..=15).collect(), 1) {
+    match pool.map_chunked(unlucky, 10..=15, 1) {
         Err(PoolError::TaskPanicked { message, .. }) => {
             assert!(message.contains("13 is unlucky"), "{message}")
         }
