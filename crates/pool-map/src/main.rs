@@ -64,6 +64,9 @@ struct Args {
     /// The benchmark at 100x the seeds' size, with the targets.
     #[arg(long)]
     bench: bool,
+    /// Rounds of each timing, best kept (default: 1, or 10 with --bench).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100))]
+    rounds: Option<u64>,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -239,7 +242,7 @@ fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {
     pool.map(sum_of_squares, input.iter().copied().take(1000))?; // warm up the workers
     // Rayon's threads stay alive once started. The pool's workers already exist, so
     // that is fine; only forking a replacement would be refused from now on.
-    let rounds = if args.bench { 5 } else { 1 };
+    let rounds = args.rounds.unwrap_or(if args.bench { 10 } else { 1 }) as usize;
     let wide = compare(&mut lesson, &pool, sum_of_squares, &input, rounds);
     let mut deep = wide;
     if args.bench {

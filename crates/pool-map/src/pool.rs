@@ -27,6 +27,8 @@
 //! ones while much is pending, down to one at a time at the end for balance. Each
 //! task still runs, succeeds and fails on its own. `chunksize` is the other thing:
 //! how many *items* make one task (Python's meaning, gh-68663).
+//! A result is decoded as soon as it arrives, while other workers still compute,
+//! so a big `map` does not end with the parent decoding everything on its own.
 //!
 //! **Failures.** A task that panics fails with the panic message; the worker goes
 //! on. A worker that dies (a signal, `_exit`) is noticed within about 10 ms: the
