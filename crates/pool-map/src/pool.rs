@@ -764,17 +764,16 @@ fn items_of<R: 'static>(part: Part) -> Result<Vec<R>, PoolError> {
         .map_err(|_| PoolError::Codec("a result decoded as another type".into()))
 }
 
-/// `map`'s result: the parts in task order, moved (not copied) when there is one.
+/// `map`'s result: the parts in task order. The first part grows to hold them all
+/// (for a big one `realloc` can move its pages instead of copying them).
 fn assemble_all<R: 'static>(parts: Vec<Part>) -> Result<Vec<R>, PoolError> {
-    let mut parts = parts
-        .into_iter()
-        .map(items_of::<R>)
-        .collect::<Result<Vec<_>, _>>()?;
-    if parts.len() == 1 {
-        return Ok(parts.swap_remove(0));
-    }
-    let mut out = Vec::with_capacity(parts.iter().map(Vec::len).sum());
-    for part in parts {
+    let mut parts = parts.into_iter().map(items_of::<R>);
+    let Some(mut out) = parts.next().transpose()? else {
+        return Ok(Vec::new());
+    };
+    let rest = parts.collect::<Result<Vec<_>, _>>()?;
+    out.reserve(rest.iter().map(Vec::len).sum());
+    for part in rest {
         out.extend(part);
     }
     Ok(out)
