@@ -43,7 +43,7 @@
 //! [`PoolError::Terminated`]. Call `close()` then `join()` to let them finish.
 
 use std::any::Any;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::marker::PhantomData;
 use std::rc::Rc;
@@ -197,8 +197,8 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 struct Worker {
     child: Child,
     tasks: IpcSender<ToWorker>,
-    /// Task ids of the batch it holds (empty = idle).
-    holding: Vec<u64>,
+    /// The batch it holds (empty = idle): each task's id, and how to decode its result.
+    holding: Vec<(u64, Decode)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,10 +214,9 @@ struct Inner {
     results: IpcReceiver<FromWorker>,
     /// Kept to hand a clone to replacement workers.
     results_tx: IpcSender<FromWorker>,
-    pending: VecDeque<Task>,
-    /// How to decode each unfinished task's result (its type is known only to the
-    /// `submit` call that queued it).
-    decoders: HashMap<u64, Decode>,
+    /// Tasks not yet sent, each with the decoder of its result type (known only to
+    /// the `submit` call that queued it).
+    pending: VecDeque<(Task, Decode)>,
     done: HashMap<u64, Result<Finished, PoolError>>,
     /// Results nobody waits for any more (their handle was dropped).
     abandoned: HashSet<u64>,
@@ -270,7 +269,6 @@ impl Pool {
                 results,
                 results_tx,
                 pending: VecDeque::new(),
-                decoders: HashMap::new(),
                 done: HashMap::new(),
                 abandoned: HashSet::new(),
                 next_id: 0,
@@ -330,13 +328,13 @@ impl Pool {
                 postcard::to_allocvec(&chunk).map_err(|e| PoolError::Codec(e.to_string()))?;
             let id = inner.next_id;
             inner.next_id += 1;
-            inner.pending.push_back(Task {
+            let task = Task {
                 id,
                 call: call::<A, R> as Call as usize,
                 func: f as usize,
                 args,
-            });
-            inner.decoders.insert(id, decode_part::<R>);
+            };
+            inner.pending.push_back((task, decode_part::<R>));
             ids.push(id);
             // An idle worker starts on this chunk while the next one is encoded.
             if inner.workers.iter().any(|w| w.holding.is_empty()) {
@@ -356,12 +354,7 @@ impl Pool {
         R: Serialize + DeserializeOwned + 'static,
     {
         let ids = self.submit(f, vec![a], 1)?;
-        Ok(AsyncResult::new(
-            &self.inner,
-            ids,
-            decode_part::<R>,
-            assemble_one::<R>,
-        ))
+        Ok(AsyncResult::new(&self.inner, ids, collect_one::<R>))
     }
 
     /// `pool.apply(f, (a,))`: run `f(a)` in a worker and wait for it.
@@ -401,12 +394,7 @@ impl Pool {
                 self.submit(f, items, chunksize)?
             }
         };
-        Ok(AsyncResult::new(
-            &self.inner,
-            ids,
-            decode_part::<R>,
-            assemble_all::<R>,
-        ))
+        Ok(AsyncResult::new(&self.inner, ids, collect_all::<R>))
     }
 
     /// `pool.map(f, items)`: results in order, with the default chunksize.
@@ -546,8 +534,8 @@ impl Inner {
             }
             // Large batches while much is pending, one task at a time near the end.
             let take = (self.pending.len() / (2 * n)).clamp(1, MAX_BATCH);
-            let batch: Vec<Task> = self.pending.drain(..take).collect();
-            w.holding = batch.iter().map(|t| t.id).collect();
+            let (batch, decoders): (Vec<Task>, Vec<Decode>) = self.pending.drain(..take).unzip();
+            w.holding = batch.iter().map(|t| t.id).zip(decoders).collect();
             // A send to a dead worker fails; its tasks stay in `holding` and are
             // failed by `check_workers`, which notices the death.
             let _ = w.tasks.send(ToWorker::Run(batch));
@@ -555,14 +543,20 @@ impl Inner {
     }
 
     fn absorb(&mut self, msg: FromWorker) {
-        if let Some(w) = self.workers.iter_mut().find(|w| w.child.pid() == msg.pid) {
-            w.holding.clear();
-        }
-        for Done { id, bytes, error } in msg.done {
+        let held = match self.workers.iter_mut().find(|w| w.child.pid() == msg.pid) {
+            Some(w) => std::mem::take(&mut w.holding),
+            None => Vec::new(),
+        };
+        for (k, Done { id, bytes, error }) in msg.done.into_iter().enumerate() {
             if self.abandoned.remove(&id) {
-                self.decoders.remove(&id);
                 continue;
             }
+            // The worker answers in the order it was given the batch.
+            let decode = held
+                .get(k)
+                .filter(|(held_id, _)| *held_id == id)
+                .or_else(|| held.iter().find(|(held_id, _)| *held_id == id))
+                .map(|&(_, decode)| decode);
             let result = match error {
                 None => Ok(bytes),
                 Some(e) => Err(e),
@@ -574,19 +568,19 @@ impl Inner {
                 },
                 None => PoolError::Codec(m),
             });
-            self.finish(id, result);
+            self.finish(id, result, decode);
         }
     }
 
-    /// Record a task's outcome. A result is decoded now, while the other workers
+    /// Record a task's outcome. A big result is decoded now, while the other workers
     /// are still busy, rather than all at once when someone asks: for a big `map`
-    /// that takes the decoding off the end of the run, where every core waits for it.
-    fn finish(&mut self, id: u64, result: Result<Vec<u8>, PoolError>) {
-        let decode = self.decoders.remove(&id);
+    /// that takes the decoding off the end of the run, where every core waits for
+    /// it. A small one is decoded by `get`, straight into the result, which is cheaper.
+    fn finish(&mut self, id: u64, result: Result<Vec<u8>, PoolError>, decode: Option<Decode>) {
         let result = result.and_then(|bytes| {
             let decoded = match decode {
-                Some(decode) => Some(decode(&bytes)?),
-                None => None,
+                Some(decode) if bytes.len() >= DECODE_ON_ARRIVAL => Some(decode(&bytes)?),
+                _ => None,
             };
             Ok(Finished { bytes, decoded })
         });
@@ -654,12 +648,10 @@ impl Inner {
                 w.child.pid(),
                 w.child.join().map(|e| e.to_string()).unwrap_or_default(),
             );
-            for id in std::mem::take(&mut self.workers[i].holding) {
-                if self.abandoned.remove(&id) {
-                    self.decoders.remove(&id);
-                } else {
+            for (id, _) in std::mem::take(&mut self.workers[i].holding) {
+                if !self.abandoned.remove(&id) {
                     let exit = exit.clone();
-                    self.finish(id, Err(PoolError::WorkerDied { pid, exit }));
+                    self.finish(id, Err(PoolError::WorkerDied { pid, exit }), None);
                 }
             }
             match spawn_worker(&self.results_tx) {
@@ -685,25 +677,23 @@ impl Inner {
     /// those already running when they arrive.
     fn forget(&mut self, ids: &[u64]) {
         let ids: HashSet<u64> = ids.iter().copied().collect();
-        self.pending.retain(|t| !ids.contains(&t.id));
+        self.pending.retain(|(t, _)| !ids.contains(&t.id));
         let running: HashSet<u64> = self
             .workers
             .iter()
-            .flat_map(|w| w.holding.iter().copied())
+            .flat_map(|w| w.holding.iter().map(|&(id, _)| id))
             .collect();
         for id in ids {
             if self.done.remove(&id).is_none() && running.contains(&id) {
                 self.abandoned.insert(id);
-            } else {
-                self.decoders.remove(&id);
             }
         }
     }
 
     fn fail_pending(&mut self, err: PoolError) {
-        let ids: Vec<u64> = self.pending.drain(..).map(|t| t.id).collect();
+        let ids: Vec<u64> = self.pending.drain(..).map(|(t, _)| t.id).collect();
         for id in ids {
-            self.finish(id, Err(err.clone()));
+            self.finish(id, Err(err.clone()), None);
         }
     }
 
@@ -715,8 +705,8 @@ impl Inner {
             let w = &mut self.workers[i];
             let _ = w.child.kill();
             let _ = w.child.join();
-            for id in std::mem::take(&mut w.holding) {
-                self.finish(id, Err(PoolError::Terminated));
+            for (id, _) in std::mem::take(&mut w.holding) {
+                self.finish(id, Err(PoolError::Terminated), None);
             }
         }
         self.fail_pending(PoolError::Terminated);
@@ -728,6 +718,9 @@ impl Inner {
 /// worker, so a worker idles for one round trip between batches: large batches
 /// make that rare while thousands of tasks are pending.
 const MAX_BATCH: usize = 1024;
+
+/// Results at least this big (encoded) are decoded when they arrive.
+const DECODE_ON_ARRIVAL: usize = 4096;
 
 /// How often the pool looks for dead workers while it waits.
 const CHECK_EVERY: Duration = Duration::from_millis(10);
@@ -741,10 +734,14 @@ struct Finished {
 }
 
 impl Finished {
-    fn take(&mut self, decode: Decode) -> Result<Part, PoolError> {
+    /// The task's results: decoded on arrival, or now from the bytes.
+    fn take<R: DeserializeOwned + 'static>(&mut self) -> Result<Vec<R>, PoolError> {
         match self.decoded.take() {
-            Some(part) => Ok(part),
-            None => decode(&self.bytes),
+            Some(part) => part
+                .downcast::<Vec<R>>()
+                .map(|items| *items)
+                .map_err(|_| PoolError::Codec("a result decoded as another type".into())),
+            None => postcard::from_bytes(&self.bytes).map_err(|e| PoolError::Codec(e.to_string())),
         }
     }
 }
@@ -758,39 +755,48 @@ fn decode_part<R: DeserializeOwned + 'static>(bytes: &[u8]) -> Result<Part, Pool
     Ok(Box::new(items))
 }
 
-fn items_of<R: 'static>(part: Part) -> Result<Vec<R>, PoolError> {
-    part.downcast::<Vec<R>>()
-        .map(|items| *items)
-        .map_err(|_| PoolError::Codec("a result decoded as another type".into()))
-}
-
-/// `map`'s result: the parts in task order. The first part grows to hold them all
-/// (for a big one `realloc` can move its pages instead of copying them).
-fn assemble_all<R: 'static>(parts: Vec<Part>) -> Result<Vec<R>, PoolError> {
-    let mut parts = parts.into_iter().map(items_of::<R>);
-    let Some(mut out) = parts.next().transpose()? else {
-        return Ok(Vec::new());
-    };
-    let rest = parts.collect::<Result<Vec<_>, _>>()?;
-    out.reserve(rest.iter().map(Vec::len).sum());
-    for part in rest {
-        out.extend(part);
+/// `map`'s result: every task's results, in task order. The first part becomes the
+/// result and grows (for a big one `realloc` can move its pages instead of copying).
+fn collect_all<R: DeserializeOwned + 'static>(
+    inner: &mut Inner,
+    ids: &[u64],
+) -> Result<Vec<R>, PoolError> {
+    let mut out: Vec<R> = Vec::new();
+    for id in ids {
+        // Parts taken before an error are dropped; their bytes stay for another `get`.
+        let items = match inner.done.get_mut(id) {
+            Some(Ok(finished)) => finished.take::<R>()?,
+            Some(Err(e)) => return Err(e.clone()),
+            None => return Err(PoolError::Codec(format!("no result for task {id}"))),
+        };
+        if out.is_empty() {
+            out = items;
+        } else {
+            out.extend(items);
+        }
     }
     Ok(out)
 }
 
-fn assemble_one<R: 'static>(parts: Vec<Part>) -> Result<R, PoolError> {
-    assemble_all::<R>(parts)?
+fn collect_one<R: DeserializeOwned + 'static>(
+    inner: &mut Inner,
+    ids: &[u64],
+) -> Result<R, PoolError> {
+    collect_all::<R>(inner, ids)?
         .pop()
         .ok_or_else(|| PoolError::Codec("no result in the reply".into()))
 }
+
+/// Gathers an `AsyncResult`'s value from the finished tasks.
+type Collect<T> = fn(&mut Inner, &[u64]) -> Result<T, PoolError>;
 
 /// `AsyncResult`: the handle `apply_async` and `map_async` return.
 pub struct AsyncResult<T> {
     pool: Rc<RefCell<Inner>>,
     ids: Vec<u64>,
-    decode: Decode,
-    assemble: fn(Vec<Part>) -> Result<T, PoolError>,
+    collect: Collect<T>,
+    /// How many of `ids`, from the front, are known to have finished.
+    finished: Cell<usize>,
 }
 
 impl<T> std::fmt::Debug for AsyncResult<T> {
@@ -800,22 +806,25 @@ impl<T> std::fmt::Debug for AsyncResult<T> {
 }
 
 impl<T> AsyncResult<T> {
-    fn new(
-        pool: &Rc<RefCell<Inner>>,
-        ids: Vec<u64>,
-        decode: Decode,
-        assemble: fn(Vec<Part>) -> Result<T, PoolError>,
-    ) -> Self {
+    fn new(pool: &Rc<RefCell<Inner>>, ids: Vec<u64>, collect: Collect<T>) -> Self {
         AsyncResult {
             pool: Rc::clone(pool),
             ids,
-            decode,
-            assemble,
+            collect,
+            finished: Cell::new(0),
         }
     }
 
+    /// Every task finished? The pool asks after each message, so this resumes where
+    /// it stopped (finished tasks stay finished while this handle lives): scanning
+    /// all ids each time made a 100,000-task `map` quadratic.
     fn all_done(&self, inner: &Inner) -> bool {
-        self.ids.iter().all(|id| inner.done.contains_key(id))
+        let mut k = self.finished.get();
+        while k < self.ids.len() && inner.done.contains_key(&self.ids[k]) {
+            k += 1;
+        }
+        self.finished.set(k);
+        k == self.ids.len()
     }
 
     /// `res.get(timeout)`: the result, the first task error, or `Timeout` (the tasks
@@ -830,21 +839,7 @@ impl<T> AsyncResult<T> {
                 PoolError::Timeout(_) => PoolError::Timeout(timeout.unwrap_or_default()),
                 e => e,
             })?;
-        if let Some(Err(e)) = self
-            .ids
-            .iter()
-            .map(|id| &inner.done[id])
-            .find(|r| r.is_err())
-        {
-            return Err(e.clone());
-        }
-        let mut parts = Vec::with_capacity(self.ids.len());
-        for id in &self.ids {
-            if let Some(Ok(finished)) = inner.done.get_mut(id) {
-                parts.push(finished.take(self.decode)?);
-            }
-        }
-        (self.assemble)(parts)
+        (self.collect)(&mut inner, &self.ids)
     }
 
     /// The PIDs of the workers running this result's tasks right now (empty while
@@ -854,7 +849,7 @@ impl<T> AsyncResult<T> {
         inner
             .workers
             .iter()
-            .filter(|w| w.holding.iter().any(|id| self.ids.contains(id)))
+            .filter(|w| w.holding.iter().any(|(id, _)| self.ids.contains(id)))
             .map(|w| w.child.pid())
             .collect()
     }
@@ -953,11 +948,7 @@ impl<R: DeserializeOwned + 'static> Iterator for Imap<R> {
             self.ids.iter().position(|id| inner.done.contains_key(id))?
         };
         let id = self.ids.remove(pos)?;
-        match inner
-            .done
-            .remove(&id)?
-            .and_then(|mut f| items_of::<R>(f.take(decode_part::<R>)?))
-        {
+        match inner.done.remove(&id)?.and_then(|mut f| f.take::<R>()) {
             Ok(items) => self.ready.extend(items),
             Err(e) => return Some(Err(e)),
         }
