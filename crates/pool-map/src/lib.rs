@@ -44,6 +44,16 @@ fn squares_below(n: u64, limit: u64) -> u64 {
     sum
 }
 
+/// `sum_of_squares` for every item of `0..items`, timed where it runs: the
+/// process's PID and the time in microseconds. Run on every worker at once, it
+/// shows whether the cores are equally fast.
+pub fn time_work(items: u64) -> (u32, u64) {
+    let start = std::time::Instant::now();
+    let sum = (0..items).fold(0u64, |sum, n| sum.wrapping_add(sum_of_squares(n)));
+    black_box(sum);
+    (std::process::id(), start.elapsed().as_micros() as u64)
+}
+
 /// Almost no work: what a task costs when the work is free.
 pub fn identity(x: u64) -> u64 {
     x

@@ -48,7 +48,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use pool_map::{
     Pool, PoolError, default_chunksize, identity, scoped_threads, serial, slow_square, square,
-    square_where, sum_of_squares, sum_of_squares_100x, unlucky,
+    square_where, sum_of_squares, sum_of_squares_100x, time_work, unlucky,
 };
 use rayon::prelude::*;
 
@@ -255,6 +255,7 @@ fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {
         ));
         let few: Vec<u64> = (0..args.items).collect();
         deep = compare(&mut lesson, &pool, sum_of_squares_100x, &few, rounds);
+        core_speeds(&mut lesson, &pool, rounds)?;
     }
 
     lesson.step(&format!(
@@ -380,6 +381,41 @@ fn compare(
         &[true; 4],
     );
     best
+}
+
+/// Are the cores equally fast? Every worker times the same work at the same moment
+/// (one task each), and the parent times it alone. On a shared host they often are
+/// not, and then a split into equal shares waits for the slowest worker.
+fn core_speeds(lesson: &mut Lesson, pool: &Pool, rounds: usize) -> anyhow::Result<()> {
+    const ITEMS: u64 = 20_000;
+    let workers = pool.processes();
+    let mut alone = u64::MAX;
+    let mut best: std::collections::BTreeMap<u32, u64> = Default::default();
+    for _ in 0..rounds {
+        for (pid, us) in pool.map_chunked(time_work, vec![ITEMS; workers], 1)? {
+            let b = best.entry(pid).or_insert(u64::MAX);
+            *b = (*b).min(us);
+        }
+        alone = alone.min(time_work(ITEMS).1);
+    }
+    let ms = |us: u64| us as f64 / 1e3;
+    let each: Vec<String> = best
+        .iter()
+        .map(|(pid, &us)| format!("pid {pid} {:.1} ms", ms(us)))
+        .collect();
+    let slowest = best.values().copied().max().unwrap_or(alone).max(1);
+    lesson.say(format!(
+        "the same work ({ITEMS} items) on each worker at once, best of {rounds}: {}; \
+         the parent alone: {:.1} ms",
+        each.join(", "),
+        ms(alone)
+    ));
+    lesson.say(format!(
+        "so equal shares (threads, the pool's chunks) can reach at most {:.2}x over \
+         serial here; work stealing (rayon) can beat that only when the cores differ",
+        workers as f64 * alone as f64 / slowest as f64
+    ));
+    Ok(())
 }
 
 fn timed<T>(f: impl FnOnce() -> T) -> (Duration, T) {
