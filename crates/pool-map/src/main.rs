@@ -246,7 +246,7 @@ fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {
     // Rayon's threads stay alive once started. The pool's workers already exist, so
     // that is fine; only forking a replacement would be refused from now on.
     let rounds = args.rounds.unwrap_or(if args.bench { 10 } else { 3 }) as usize;
-    let wide = compare(&mut lesson, &pool, sum_of_squares, &input, rounds);
+    let wide = compare(&mut lesson, &pool, sum_of_squares, &input, rounds)?;
     let mut deep = wide;
     if args.bench {
         lesson.say(format!(
@@ -254,7 +254,7 @@ fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {
             args.items
         ));
         let few: Vec<u64> = (0..args.items).collect();
-        deep = compare(&mut lesson, &pool, sum_of_squares_100x, &few, rounds);
+        deep = compare(&mut lesson, &pool, sum_of_squares_100x, &few, rounds)?;
         core_speeds(&mut lesson, &pool, rounds)?;
     }
 
@@ -327,7 +327,7 @@ fn compare(
     f: fn(u64) -> u64,
     input: &[u64],
     rounds: usize,
-) -> [Duration; 5] {
+) -> anyhow::Result<[Duration; 5]> {
     let cpus = cpu_count();
     let expect = serial(f, input);
     // Python's rule makes 4 chunks per worker. When one core runs slower than the
@@ -338,17 +338,18 @@ fn compare(
     let mut best = [Duration::MAX; 5];
     let mut agree = [true; 5];
     for _ in 0..rounds {
-        let runs: [(Duration, Vec<u64>); 5] = [
-            timed(|| serial(f, input)),
-            timed(|| pool.map(f, input.iter().copied()).unwrap_or_default()),
-            timed(|| {
-                pool.map_chunked(f, input.iter().copied(), fine)
-                    .unwrap_or_default()
-            }),
-            timed(|| scoped_threads(f, input, cpus)),
-            timed(|| input.par_iter().map(|&x| f(x)).collect::<Vec<u64>>()),
+        let ways: [&dyn Fn() -> Result<Vec<u64>, PoolError>; 5] = [
+            &|| Ok(serial(f, input)),
+            &|| pool.map(f, input.iter().copied()),
+            &|| pool.map_chunked(f, input.iter().copied(), fine),
+            &|| Ok(scoped_threads(f, input, cpus)),
+            &|| Ok(input.par_iter().map(|&x| f(x)).collect::<Vec<u64>>()),
         ];
-        for (i, (t, out)) in runs.into_iter().enumerate() {
+        for (i, way) in ways.iter().enumerate() {
+            let (t, out) = timed(way);
+            // A failed run has no time worth comparing: stop with its error (a
+            // worker killed from another terminal ends up here).
+            let out = out.context("the pool's run of the benchmark failed")?;
             best[i] = best[i].min(t);
             agree[i] &= out == expect;
         }
@@ -380,7 +381,7 @@ fn compare(
         &agree[1..],
         &[true; 4],
     );
-    best
+    Ok(best)
 }
 
 /// Are the cores equally fast? Every worker times the same work at the same moment
