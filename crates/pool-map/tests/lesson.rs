@@ -38,6 +38,45 @@ fn the_lesson_holds_every_claim() {
     r.expect_line("us per task");
 }
 
+/// `--bench` at a small size: every row, the core probe and the targets line appear
+/// (the figures themselves are for the release build; see docs/07-pool-map.md).
+#[test]
+fn the_benchmark_reports_every_way_and_the_targets() {
+    let args = [
+        "--bench",
+        "--items",
+        "20",
+        "--overhead-tasks",
+        "200",
+        "--rounds",
+        "1",
+    ];
+    let r = run(BIN, &args, LIMIT);
+    r.assert_success().assert_all_checks_held();
+    // 2,000 items: Python's chunksize, then ten times finer; the same for 20 heavy items.
+    for row in [
+        "chunksize 250 ",
+        "chunksize 25 ",
+        "chunksize 3 ",
+        "chunksize 1 ",
+    ] {
+        assert!(
+            r.lines("pool (2), ").iter().any(|l| l.contains(row)),
+            "{row}: {r}"
+        );
+    }
+    r.expect_lines(&[
+        "the same work (20000 items) on each worker at once",
+        "the parent alone",
+    ]);
+    r.expect_line("can reach at most");
+    r.expect_lines(&[
+        "targets: pool >= 1.9x serial",
+        "with finer chunks",
+        "pool/rayon",
+    ]);
+}
+
 #[test]
 fn one_process_pool() {
     let r = run(
@@ -60,4 +99,5 @@ fn one_process_pool() {
 fn bad_flags_get_clear_errors() {
     expect_error(BIN, &["--processes", "0"], "0 is not in 1..=64");
     expect_error(BIN, &["--items", "0"], "0 is not in 1..=10000000");
+    expect_error(BIN, &["--rounds", "0"], "0 is not in 1..=100");
 }
