@@ -44,6 +44,8 @@ fn the_lesson_holds_every_claim() {
 fn the_benchmark_reports_every_way_and_the_targets() {
     let args = [
         "--bench",
+        "--processes",
+        "2",
         "--items",
         "20",
         "--overhead-tasks",
@@ -53,7 +55,8 @@ fn the_benchmark_reports_every_way_and_the_targets() {
     ];
     let r = run(BIN, &args, LIMIT);
     r.assert_success().assert_all_checks_held();
-    // 2,000 items: Python's chunksize, then ten times finer; the same for 20 heavy items.
+    // 2,000 items on 2 workers: Python's chunksize, then ten times finer; the same
+    // for the 20 heavy items.
     for row in [
         "chunksize 250 ",
         "chunksize 25 ",
