@@ -5,9 +5,11 @@
 //! - [`shm`]: memory that is really shared with forked children (`memfd` +
 //!   `MAP_SHARED`), with typed [`shm::Value`] and [`shm::Array`] like
 //!   `multiprocessing.Value` and `multiprocessing.Array`.
+//! - [`ipc`]: make ipc-channel ready early, so a low fd limit is a clear error.
 //! - [`lock`]: a robust, process-shared mutex that lives in shared memory.
 //! - [`timeline`]: spans recorded by threads and forked children, drawn as a chart.
 //! - [`output`]: the banner, steps and check lines every lesson prints.
+//! - [`bench`]: for the `cargo bench` targets: `--quick`, progress, best-of.
 //! - [`testkit`]: for integration tests: run a lesson binary under a timeout.
 //!
 //! Linux only: the course is about Linux's `fork`, `memfd_create`, robust pthread
@@ -19,6 +21,8 @@ compile_error!(
      mutexes, /proc); build and run it on Linux"
 );
 
+pub mod bench;
+pub mod ipc;
 pub mod lock;
 pub mod output;
 pub mod process;

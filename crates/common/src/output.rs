@@ -3,7 +3,8 @@
 //! lesson owes (no child process left, no file descriptor leaked) and turns the
 //! result into the exit code.
 
-use std::fmt::{Debug, Display};
+use std::fmt::Display;
+use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -64,15 +65,20 @@ impl Lesson {
         self.ascii
     }
 
-    /// A numbered step heading.
+    /// A numbered step heading. Under `scripts/run_all.sh --pause` (which sets
+    /// `COURSE_PAUSE=1`), waits for Enter before every step but the first, so that
+    /// no step scrolls away before the room has read it.
     pub fn step(&mut self, title: &str) {
         self.step += 1;
-        println!("\n[{}] {title}", self.step);
+        if self.step > 1 {
+            pause_for_enter(&format!("step {}", self.step));
+        }
+        print_wrapped(&format!("\n[{}] {title}", self.step), "    ");
     }
 
-    /// A line of the story, indented under its step.
+    /// A line of the story, indented under its step (wrapped to the terminal).
     pub fn say(&self, line: impl Display) {
-        println!("    {line}");
+        print_wrapped(&format!("    {line}"), "      ");
     }
 
     /// A claim and whether it held. A failed claim makes the lesson exit non-zero.
@@ -84,17 +90,25 @@ impl Lesson {
             (true, true) => "ok",
             (false, true) => "FAIL",
         };
-        println!("  {mark} check: {claim}");
+        print_wrapped(&format!("  {mark} check: {claim}"), "      ");
         if !held {
             self.failed.push(claim.to_string());
         }
         held
     }
 
-    /// `what: actual (expected expected)`, held when they are equal.
-    pub fn check_eq<T: PartialEq + Debug>(&mut self, what: &str, actual: T, expected: T) -> bool {
+    /// `what: actual (expected expected)`, held when they are equal. A long value
+    /// that held is printed once: `what: [1, 4, 9, ...] (as expected)`. Lists print
+    /// the Python way through [`List`].
+    pub fn check_eq<T: PartialEq + Display>(&mut self, what: &str, actual: T, expected: T) -> bool {
         let held = actual == expected;
-        self.check(format!("{what}: {actual:?} (expected {expected:?})"), held)
+        let (a, e) = (actual.to_string(), expected.to_string());
+        let claim = if held && a.chars().count() > 24 {
+            format!("{what}: {a} (as expected)")
+        } else {
+            format!("{what}: {a} (expected {e})")
+        };
+        self.check(claim, held)
     }
 
     /// A step that is broken on purpose reports what went wrong; it is not a failure.
@@ -111,7 +125,10 @@ impl Lesson {
     /// Draw the first `until` nanoseconds of a timeline.
     pub fn timeline_until(&self, tl: &Timeline, title: &str, until: Option<u64>) {
         println!();
-        for line in tl.render_until(title, self.ascii, until).lines() {
+        for line in tl
+            .render_until(title, self.ascii, until, width().saturating_sub(2))
+            .lines()
+        {
             println!("  {line}");
         }
     }
@@ -120,8 +137,12 @@ impl Lesson {
     pub fn finish(mut self) -> ExitCode {
         println!();
         let left = children_left();
+        let left_pids: Vec<i32> = left.iter().map(|&(pid, _)| pid).collect();
         self.check(
-            format!("no child process left behind (zombie or running): {left:?} (expected [])"),
+            format!(
+                "no child process left behind (zombie or running): {}",
+                none_or(&left_pids)
+            ),
             left.is_empty(),
         );
         let leaked: Vec<i32> = open_fds()
@@ -129,7 +150,7 @@ impl Lesson {
             .filter(|fd| !self.fds_at_start.contains(fd))
             .collect();
         self.check(
-            format!("no file descriptor leaked: {leaked:?} (expected [])"),
+            format!("no file descriptor leaked: {}", none_or(&leaked)),
             leaked.is_empty(),
         );
         let secs = self.started.elapsed().as_secs_f64();
@@ -191,6 +212,108 @@ where
         )),
         None => Ok(()),
     }
+}
+
+/// A list shown the way Python prints one: `[1, 4, 9]` (never Rust's `Debug`).
+/// Lists longer than 8 show their first 6 items, `...`, and the last.
+#[derive(Debug, Clone, PartialEq)]
+pub struct List<'a, T>(pub &'a [T]);
+
+impl<T: Display> Display for List<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let items = self.0;
+        let shown: Vec<String> = if items.len() > 8 {
+            let mut v: Vec<String> = items[..6].iter().map(ToString::to_string).collect();
+            v.push("...".into());
+            v.push(items[items.len() - 1].to_string());
+            v
+        } else {
+            items.iter().map(ToString::to_string).collect()
+        };
+        write!(f, "[{}]", shown.join(", "))?;
+        if items.len() > 8 {
+            write!(f, " ({} items)", items.len())?;
+        }
+        Ok(())
+    }
+}
+
+/// `none` for an empty list, else the list and how many.
+fn none_or(items: &[i32]) -> String {
+    if items.is_empty() {
+        "none".to_string()
+    } else {
+        format!("{} ({})", List(items), items.len())
+    }
+}
+
+/// The terminal's width in columns when stdout is a terminal, else 80: every line a
+/// lesson prints fits in it.
+pub fn width() -> usize {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `winsize` into the struct we pass; on a
+    // non-terminal it fails and leaves it untouched.
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
+    if ok && ws.ws_col >= 40 {
+        usize::from(ws.ws_col)
+    } else {
+        80
+    }
+}
+
+/// Print `text`, wrapping each line at word boundaries to [`width`]; continuation
+/// lines start with `indent`.
+pub fn print_wrapped(text: &str, indent: &str) {
+    for line in wrap(text, width(), indent) {
+        println!("{line}");
+    }
+}
+
+/// Wrap `text` to `width` columns (characters, not bytes) at spaces; continuation
+/// lines start with `indent`. A single word longer than a line stays whole.
+pub fn wrap(text: &str, width: usize, indent: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in text.split('\n') {
+        if line.chars().count() <= width {
+            out.push(line.to_string());
+            continue;
+        }
+        let lead: String = line.chars().take_while(|c| *c == ' ').collect();
+        let mut cur = lead.clone();
+        let mut empty = true;
+        for word in line[lead.len()..].split(' ') {
+            let need = cur.chars().count() + usize::from(!empty) + word.chars().count();
+            if !empty && need > width {
+                out.push(std::mem::take(&mut cur));
+                cur = indent.to_string();
+                empty = true;
+            }
+            if !empty {
+                cur.push(' ');
+            }
+            cur.push_str(word);
+            empty = false;
+        }
+        out.push(cur);
+    }
+    out
+}
+
+/// Under `scripts/run_all.sh --pause` (`COURSE_PAUSE=1`) with a terminal on stdin:
+/// wait for Enter. Otherwise do nothing, so a lesson never reads stdin by default.
+pub fn pause_for_enter(what: &str) {
+    if std::env::var_os("COURSE_PAUSE").is_none_or(|v| v != "1") || !std::io::stdin().is_terminal()
+    {
+        return;
+    }
+    print!("\n  (press Enter for {what}) ");
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    let _ = std::io::stdin().lock().read_line(&mut String::new());
 }
 
 /// Logical CPUs this process may run on.

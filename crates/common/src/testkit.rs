@@ -141,6 +141,23 @@ impl Run {
         self
     }
 
+    /// Fail the test unless every line of the header's "Expected output" block
+    /// (`main_rs` is the lesson's `src/main.rs`, `include_str!`-ed) appears in what
+    /// the lesson printed, in any order, matched loosely (see [`matches_loosely`]).
+    /// So a header cannot promise a line the lesson no longer prints.
+    pub fn assert_expected_output(&self, main_rs: &str) -> &Self {
+        let missing: Vec<String> = expected_block(main_rs)
+            .into_iter()
+            .filter(|want| !self.stdout.lines().any(|l| matches_loosely(want, l)))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "the header's Expected output promises lines the lesson did not print:\n{}\n{self}",
+            missing.join("\n")
+        );
+        self
+    }
+
     /// Every check line passed, and there was at least one.
     pub fn assert_all_checks_held(&self) -> &Self {
         let failed = self.lines("FAIL check:");
@@ -163,9 +180,128 @@ impl std::fmt::Display for Run {
     }
 }
 
+/// The lines of the "Expected output" block of a lesson's `//!` header: the first
+/// fenced block after `**Expected output**`, without the `//! ` prefix and blank
+/// lines.
+pub fn expected_block(main_rs: &str) -> Vec<String> {
+    let doc: Vec<&str> = main_rs
+        .lines()
+        .map_while(|l| l.strip_prefix("//!"))
+        .map(|l| l.strip_prefix(' ').unwrap_or(l))
+        .collect();
+    let start = doc
+        .iter()
+        .position(|l| l.contains("**Expected output**"))
+        .expect("the header has an **Expected output** part");
+    let mut lines = doc[start..].iter().skip_while(|l| !l.starts_with("```"));
+    lines
+        .next()
+        .expect("the Expected output part has a fenced block");
+    lines
+        .take_while(|l| !l.starts_with("```"))
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.to_string())
+        .collect()
+}
+
+/// A line reduced to what must not vary between runs: every number (a PID, a time,
+/// `0x7f..` addresses, `1,000`) becomes `#`, runs of spaces become one, the Unicode
+/// marks and bars become their `--ascii` forms, and the ends are trimmed.
+pub fn loose(line: &str) -> String {
+    let ascii = line
+        .replace('✓', "ok")
+        .replace('✗', "FAIL")
+        .replace('⚠', "!!")
+        .replace('═', "=")
+        .replace('█', "#")
+        .replace('░', "-")
+        .replace('▓', "=");
+    let mut out = String::new();
+    let mut chars = ascii.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() {
+            // 0x7f3a.., 1,000,000, 0.802: one number.
+            while let Some(&n) = chars.peek() {
+                let more = n.is_ascii_hexdigit() || n == 'x';
+                let sep = (n == '.' || n == ',') && {
+                    let mut ahead = chars.clone();
+                    ahead.next();
+                    ahead.peek().is_some_and(|d| d.is_ascii_digit())
+                };
+                if more || sep {
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            out.push('#');
+        } else if c.is_whitespace() {
+            if !out.ends_with(' ') {
+                out.push(' ');
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out.trim().to_string()
+}
+
+/// Whether `line` matches the expected line `want` loosely (see [`loose`]); `...`
+/// in `want` stands for any text.
+pub fn matches_loosely(want: &str, line: &str) -> bool {
+    let (want, line) = (loose(want), loose(line));
+    let parts: Vec<&str> = want.split("...").map(str::trim).collect();
+    if parts.len() == 1 {
+        return want == line;
+    }
+    let mut rest = line.as_str();
+    for (i, part) in parts.iter().enumerate() {
+        if part.is_empty() {
+            continue;
+        }
+        let found = if i == 0 {
+            rest.starts_with(part).then_some(0)
+        } else {
+            rest.find(part)
+        };
+        match found {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    parts.last().is_some_and(|p| p.is_empty()) || rest.trim().is_empty()
+}
+
 /// The numbers in a line, in order (`"pid 12 tid 13"` gives `[12, 13]`).
 pub fn numbers(line: &str) -> Vec<i64> {
     line.split(|c: char| !(c.is_ascii_digit() || c == '-'))
         .filter_map(|w| w.parse().ok())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_spaces_and_marks_match_loosely() {
+        assert!(matches_loosely(
+            "  ✓ check: balance 200 (expected 200)",
+            "ok check: balance 201 (expected 200)"
+        ));
+        assert!(matches_loosely("pid 5121 tid 5121", "pid 99 tid 99"));
+        assert!(matches_loosely(
+            "wall 0.802 s ...",
+            "wall 1.3 s, ideal 0.8 s"
+        ));
+        assert!(matches_loosely("at 0x7f3a1000", "at 0x55d2e0"));
+        assert!(!matches_loosely("exitcode 0", "Finished(Exit { code: 0 })"));
+        assert!(!matches_loosely("from pid 5121", "from pid [21553]"));
+    }
+
+    #[test]
+    fn the_block_is_read_from_the_header() {
+        let src = "//! # x: y\n//! **Expected output** (PIDs vary):\n//!\n//! ```text\n//! a 1\n//!\n//! b\n//! ```\n//! **Notice.**\nfn main() {}\n";
+        assert_eq!(expected_block(src), vec!["a 1", "b"]);
+    }
 }

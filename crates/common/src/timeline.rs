@@ -246,16 +246,23 @@ impl Timeline {
         Duration::from_nanos(ns)
     }
 
-    /// The chart, `width` columns of time. In ASCII: `#` running, `-` waiting, `=`
-    /// holding a lock; otherwise █ ░ ▓.
-    pub fn render(&self, title: &str, ascii: bool) -> String {
-        self.render_until(title, ascii, None)
+    /// The chart, at most `width` columns wide (labels, ids and bars). In ASCII:
+    /// `#` running, `-` waiting, `=` holding a lock; otherwise █ ░ ▓.
+    pub fn render(&self, title: &str, ascii: bool, width: usize) -> String {
+        self.render_until(title, ascii, None, width)
     }
 
     /// The chart of the first `until` nanoseconds only (all of it for `None`): a
-    /// zoom on the start when the whole run is too long to read.
-    pub fn render_until(&self, title: &str, ascii: bool, until: Option<u64>) -> String {
-        const WIDTH: usize = 56;
+    /// zoom on the start when the whole run is too long to read. Every line fits in
+    /// `width` columns as long as the labels leave 20 columns for the bars; the
+    /// title gets a line of its own when it would run into the time axis.
+    pub fn render_until(
+        &self,
+        title: &str,
+        ascii: bool,
+        until: Option<u64>,
+        width: usize,
+    ) -> String {
         let mut spans = self.spans();
         if let Some(until) = until {
             spans.retain(|s| s.start < until);
@@ -271,18 +278,25 @@ impl Timeline {
             .collect();
         let ids_w = ids.iter().map(|s| s.len()).max().unwrap_or(0);
         let pad = label_w + ids_w + 5;
+        // The bars get what the labels leave of the width, and never fewer than 20.
+        let bars = width.saturating_sub(pad).max(20);
 
         let mut out = String::new();
         let end_label = fmt_ns(t_end);
-        let _ = writeln!(
-            out,
-            "{title:<pad$}0{}{end_label}",
-            " ".repeat(WIDTH.saturating_sub(1 + end_label.len()))
+        let axis = format!(
+            "0{}{end_label}",
+            " ".repeat(bars.saturating_sub(1 + end_label.chars().count()))
         );
+        if title.chars().count() < pad {
+            let _ = writeln!(out, "{title:<pad$}{axis}");
+        } else {
+            let _ = writeln!(out, "{title}");
+            let _ = writeln!(out, "{:pad$}{axis}", "");
+        }
         for (i, name) in self.lanes.iter().enumerate() {
             // Nanoseconds of each kind inside each column.
-            let mut cover = vec![[0u64; 3]; WIDTH];
-            let col_ns = t_end as f64 / WIDTH as f64;
+            let mut cover = vec![[0u64; 3]; bars];
+            let col_ns = t_end as f64 / bars as f64;
             for s in spans.iter().filter(|s| s.lane.0 == i as u32) {
                 for (c, cell) in cover.iter_mut().enumerate() {
                     let (lo, hi) = ((c as f64 * col_ns) as u64, ((c + 1) as f64 * col_ns) as u64);

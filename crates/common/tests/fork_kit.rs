@@ -279,7 +279,7 @@ fn timeline_from_child() {
     let spans = tl.lane_spans(lane);
     assert_eq!(spans.len(), 1);
     assert_eq!(spans[0].pid, pid);
-    assert!(tl.render("t", true).contains(&format!("pid {pid}")));
+    assert!(tl.render("t", true, 80).contains(&format!("pid {pid}")));
 }
 
 fn no_fd_leak() {

@@ -30,6 +30,7 @@
 //! of workers, whatever the cores. In Rust the choice between threads and processes
 //! is about isolation (a crash, memory, a separate program), not about speed.
 
+use common::output::List;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -152,13 +153,13 @@ fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {
         }
         lesson.check_eq(
             "threads computed what serial computed",
-            &threads.results,
-            &serial.results,
+            List(&threads.results),
+            List(&serial.results),
         );
         lesson.check_eq(
             "processes computed what serial computed",
-            &processes.results,
-            &serial.results,
+            List(&processes.results),
+            List(&serial.results),
         );
         if let Work::Io(ms) = work {
             // Sleeping threads overlap whatever the load: every thread's wait spans

@@ -40,6 +40,7 @@
 
 mod bench;
 
+use common::output::List;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -140,8 +141,8 @@ fn process_vs_thread_queue(
     ));
     lesson.check_eq(
         "values the parent got from the child",
-        got.as_slice(),
-        squares,
+        List(got.as_slice()),
+        List(squares),
     );
     lesson.check(
         format!(
@@ -168,8 +169,8 @@ fn process_vs_thread_queue(
     ));
     lesson.check_eq(
         "values the main thread got from the thread",
-        tgot.as_slice(),
-        squares,
+        List(tgot.as_slice()),
+        List(squares),
     );
     Ok(())
 }
@@ -243,8 +244,8 @@ fn end_of_stream(lesson: &mut Lesson, squares: &[i64]) -> anyhow::Result<()> {
     lesson.broken("empty() only says 'nothing right now'; the loop ended before the data came");
     lesson.check_eq(
         "what the empty()-loop got while the child was still working",
-        early.as_slice(),
-        &[],
+        List(early.as_slice()),
+        List(&[]),
     );
     // (b) Receive until every sender is gone.
     let mut all = Vec::new();
@@ -255,8 +256,8 @@ fn end_of_stream(lesson: &mut Lesson, squares: &[i64]) -> anyhow::Result<()> {
     lesson.say(format!("until every sender is gone: got {all:?}"));
     lesson.check_eq(
         "values received until the senders closed",
-        all.as_slice(),
-        squares,
+        List(all.as_slice()),
+        List(squares),
     );
     // (c) Receive until a sentinel.
     let (tx, rx) = ipc::channel::<Option<i64>>()?;
@@ -269,8 +270,8 @@ fn end_of_stream(lesson: &mut Lesson, squares: &[i64]) -> anyhow::Result<()> {
     lesson.say(format!("until the None sentinel:    got {until_none:?}"));
     lesson.check_eq(
         "values received until the sentinel",
-        until_none.as_slice(),
-        squares,
+        List(until_none.as_slice()),
+        List(squares),
     );
     // (d) Without a sentinel, a sender left open anywhere means recv never ends.
     let (tx, rx) = ipc::channel::<Option<i64>>()?;

@@ -38,6 +38,7 @@
 //! chunks balance badly when one core runs slower. A killed worker fails its task
 //! and is replaced: the pool never hangs (Python's does).
 
+use common::output::List;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -111,8 +112,8 @@ fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {
         ));
         lesson.check_eq(
             "pool.map(square, [1, 2, 3, 4, 5])",
-            values,
-            vec![1, 4, 9, 16, 25],
+            List(&values),
+            List(&[1, 4, 9, 16, 25]),
         );
         let workers = pool.worker_pids();
         lesson.check(
@@ -145,8 +146,8 @@ fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {
         let all = pool.map_async(square, 1..=10, Some(3))?.get(None)?;
         lesson.check_eq(
             "map_async(square, 1..=10, chunksize=3).get()",
-            all,
-            (1..=10u64).map(|x| x * x).collect(),
+            List(&all),
+            List(&(1..=10u64).map(|x| x * x).collect::<Vec<_>>()),
         );
         let ordered: Vec<u64> = pool.imap(square, 1..=10, 2)?.collect::<Result<_, _>>()?;
         let mut unordered: Vec<u64> = pool
@@ -215,8 +216,8 @@ fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {
         ));
         lesson.check_eq(
             "after the replacement, map still works",
-            pool.map(square, vec![1, 2, 3])?,
-            vec![1, 4, 9],
+            List(&pool.map(square, vec![1, 2, 3])?),
+            List(&[1, 4, 9]),
         );
         pool.close();
         let closed = pool.apply(square, 1);
@@ -378,8 +379,8 @@ fn compare(
     lesson.say(row("rayon", best[RAYON]));
     lesson.check_eq(
         "computed the serial results (pool, finer pool, threads, rayon)",
-        &agree[1..],
-        &[true; 4],
+        List(&agree[1..]),
+        List(&[true; 4]),
     );
     Ok(best)
 }

@@ -26,6 +26,7 @@
 //! (copy-on-write); the addresses are the same because the copy is exact. A thread
 //! shares the process's memory, so its appends are simply there.
 
+use common::output::List;
 use std::sync::Mutex;
 
 use anyhow::Context;
@@ -117,7 +118,7 @@ fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {
         ),
         exit.code == 0,
     );
-    lesson.check_eq("the parent's RESULT after join()", after.clone(), vec![]);
+    lesson.check_eq("the parent's RESULT after join()", List(&after), List(&[]));
     lesson.say("same address, different contents: after fork, each process has its own copy");
     lesson.say("of every page (copy-on-write). The child's appends went to its copy.");
 
@@ -137,8 +138,8 @@ fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {
     ));
     lesson.check_eq(
         "the parent's RESULT after the thread's join()",
-        after,
-        expected,
+        List(&after),
+        List(&expected),
     );
     lesson.say("a thread shares the process's memory: there is one RESULT, and it changed.");
 

@@ -31,6 +31,7 @@
 //! `set` is indivisible, but `set(get() + 1)` is two steps, and another process can
 //! write in between.
 
+use common::output::List;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -121,7 +122,11 @@ fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {
     ));
     let shared_map = array.region().maps_line().unwrap_or_default();
     lesson.say(&shared_map);
-    lesson.check_eq("Array read by the parent", array.to_vec(), expected.clone());
+    lesson.check_eq(
+        "Array read by the parent",
+        List(&array.to_vec()),
+        List(&expected),
+    );
     lesson.check_eq("Value read by the parent", value.get(), args.value);
     lesson.check(
         format!("the mapping is shared (rw-s): {shared_map}"),
@@ -148,7 +153,11 @@ fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {
     let private_map = maps_line(private.as_ptr()).unwrap_or_default();
     lesson.say(format!("parent reads: array {seen:?}"));
     lesson.say(&private_map);
-    lesson.check_eq("map_anon region read by the parent", seen, vec![0; len]);
+    lesson.check_eq(
+        "map_anon region read by the parent",
+        List(&seen),
+        List(&vec![0; len]),
+    );
     lesson.check(
         format!("the mapping is private (rw-p): {private_map}"),
         private_map.contains(" rw-p "),

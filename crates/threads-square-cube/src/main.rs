@@ -35,6 +35,7 @@
 //! in for I/O). A child prints its own results: the parent cannot read them, the
 //! child's memory is a copy (next lesson). It reports success through its exit code.
 
+use common::output::List;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -158,8 +159,8 @@ fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {
         lesson.say(format!("cube:   {cubes:?}"));
         lesson.say(wall_line(wall, one_list * 2));
         lesson.timeline(&tl, "serial");
-        lesson.check_eq("squares", &squares, &expected[0]);
-        lesson.check_eq("cubes", &cubes, &expected[1]);
+        lesson.check_eq("squares", List(&squares), List(&expected[0]));
+        lesson.check_eq("cubes", List(&cubes), List(&expected[1]));
         lesson.check(
             format!(
                 "serial took at least the sum of the waits ({})",
@@ -202,7 +203,10 @@ fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {
         lesson.say(format!("cube:   {:?}", results[1]));
         lesson.say(wall_line(wall, one_list));
         lesson.timeline(&tl, "two threads");
-        lesson.check_eq("results returned by the threads", &results, &expected);
+        lesson.check(
+            "results returned by the threads: the squares and the cubes",
+            results == expected,
+        );
         let (pids, tids) = ids(&tl, &lanes);
         let me = std::process::id() as i32;
         lesson.check(
@@ -265,8 +269,8 @@ fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {
         let codes: Vec<i32> = exits.iter().map(|e| e.code).collect();
         lesson.check_eq(
             "exit codes of the children (0 = results right)",
-            codes,
-            vec![0, 0],
+            List(&codes),
+            List(&[0, 0]),
         );
         let (pids, _) = ids(&tl, &lanes);
         let forked: Vec<i32> = children.iter().map(|c| c.pid()).collect();
