@@ -1,20 +1,28 @@
 #!/usr/bin/env bash
 # The workshop runner: builds every lesson once (optimised), then runs them in course
 # order, each under a timeout, with a banner per lesson and a summary table at the
-# end. Exits non-zero if any lesson failed, timed out, or left a process behind.
+# end. Exits non-zero if any lesson failed, timed out, was killed, or left a process
+# behind.
 #
 # The course order is the workspace member list in Cargo.toml (the one place it is
 # kept); `common` is the kit, not a lesson.
+#
+# It only ever touches processes it started: each lesson runs with a run id of its
+# own in its environment (COURSE_RUN_ID), which every child it forks inherits, so
+# the check for leftovers (and the clean-up) finds exactly this run's processes,
+# even when another copy of this script runs beside it.
 set -euo pipefail
 
 usage() {
     cat <<'EOF'
-usage: scripts/run_all.sh [--list] [--only NAME]... [--pause] [--timeout SECS] [-- LESSON-ARGS...]
+usage: scripts/run_all.sh [--list] [--only NAME]... [--pause] [--timeout SECS]
+                          [-- LESSON-ARGS...]
 
-  --list          print the lessons in course order and exit
+  --list          print the lessons in course order (number, crate, question)
   --only NAME     run only this lesson (repeat for several)
-  --pause         wait for Enter between lessons (only when stdin is a terminal)
-  --timeout SECS  kill a lesson that runs longer than this (default 120)
+  --pause         wait for Enter between lessons and between the steps of a
+                  lesson (only when stdin is a terminal)
+  --timeout SECS  stop a lesson that runs longer than this (default 120)
   -- ARGS         pass ARGS to every lesson (for example: -- --ascii)
 EOF
 }
@@ -27,13 +35,24 @@ lessons() {
         grep -o '"crates/[^"]*"' | tr -d '"' | sed 's#^crates/##' | grep -vx common
 }
 
+# The question a lesson answers: the title line of its src/main.rs header.
+question() {
+    sed -n '1s/^\/\/! # [^:]*: //p' "crates/$1/src/main.rs"
+}
+
 only=()
 pause=0
 limit=120
 extra=()
 while (($#)); do
     case "$1" in
-        --list) lessons; exit 0 ;;
+        --list)
+            n=0
+            while read -r name; do
+                n=$((n + 1))
+                printf '%2d  %s\n      %s\n' "$n" "$name" "$(question "$name")"
+            done < <(lessons)
+            exit 0 ;;
         --only) [[ $# -ge 2 ]] || { usage >&2; exit 2; }; only+=("$2"); shift 2 ;;
         --pause) pause=1; shift ;;
         --timeout)
@@ -44,6 +63,8 @@ while (($#)); do
         *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
 done
+# Pausing needs someone at a terminal to press Enter.
+[[ -t 0 ]] || pause=0
 
 mapfile -t all < <(lessons)
 selected=()
@@ -64,53 +85,91 @@ echo "building the course (release)..."
 cargo build --release --workspace --bins --quiet
 bindir="${CARGO_TARGET_DIR:-$root/target}/release"
 
+# The processes that carry this run id, the lesson's and its children's, wherever
+# they were re-parented to: nothing of anyone else's.
+ours() {
+    grep -lzxF -- "COURSE_RUN_ID=$1" /proc/[0-9]*/environ 2>/dev/null |
+        sed 's#^/proc/\([0-9]*\)/environ$#\1#' || true
+}
+
+run_id=""
+lesson=""
+stop_lesson() {
+    if [[ -n "$lesson" ]]; then
+        kill -TERM "$lesson" 2>/dev/null || true
+        wait "$lesson" 2>/dev/null || true
+    fi
+    if [[ -n "$run_id" ]]; then
+        mapfile -t pids < <(ours "$run_id")
+        ((${#pids[@]})) && kill -KILL "${pids[@]}" 2>/dev/null
+    fi
+    echo "interrupted" >&2
+    exit 130
+}
+
 names=()
 results=()
 times=()
 failed=0
 for i in "${!selected[@]}"; do
     name=${selected[$i]}
-    if ((pause)) && ((i > 0)) && [[ -t 0 ]]; then
+    if ((pause)) && ((i > 0)); then
         read -r -p $'\npress Enter for the next lesson ('"$name"')... ' _
     fi
     printf '\n\n##### lesson %d/%d: %s #####\n\n' "$((i + 1))" "${#selected[@]}" "$name"
+    run_id="run_all-$$-$i-$(date +%s%N)"
     start=$(date +%s%N)
-    # timeout runs the lesson in a process group of its own and, on timeout, kills
-    # the whole group (the lesson's forked children too). That group is not the
-    # terminal's, so Ctrl-C reaches this script only: pass it on to the lesson.
-    timeout --kill-after=5 "$limit" "$bindir/$name" "${extra[@]}" &
+    trap stop_lesson INT TERM
+    if ((pause)); then
+        # In the terminal's process group, so that the lesson can read the Enter
+        # that moves it to its next step (COURSE_PAUSE=1).
+        COURSE_RUN_ID=$run_id COURSE_PAUSE=1 timeout --foreground --kill-after=5 "$limit" \
+            "$bindir/$name" "${extra[@]}" <&0 &
+    else
+        # timeout runs the lesson in a process group of its own and, on timeout,
+        # kills the whole group (the lesson's forked children too). That group is
+        # not the terminal's, so Ctrl-C reaches this script only: the trap passes
+        # it on.
+        COURSE_RUN_ID=$run_id timeout --kill-after=5 "$limit" "$bindir/$name" "${extra[@]}" &
+    fi
     lesson=$!
-    trap 'kill -TERM "$lesson" 2>/dev/null; wait "$lesson" 2>/dev/null; echo "interrupted" >&2; exit 130' INT TERM
     set +e
     wait "$lesson"
     rc=$?
     set -e
+    lesson=""
     trap - INT TERM
     ms=$((($(date +%s%N) - start) / 1000000))
     secs=$(printf '%d.%02d' $((ms / 1000)) $((ms % 1000 / 10)))
-    case $rc in
-        0) result=ok ;;
-        124|137) result="TIMED OUT after ${limit} s"; failed=1 ;;
-        *) result="FAILED (exit $rc)"; failed=1 ;;
-    esac
+    # 124: timeout stopped it; 137 after the limit: it ignored SIGTERM and was
+    # killed after the grace period. A signal before the limit came from elsewhere.
+    if ((rc == 0)); then
+        result=ok
+    elif ((rc == 124 || (rc == 137 && ms >= limit * 1000))); then
+        result="TIMED OUT after ${limit} s"; failed=1
+    elif ((rc > 128)); then
+        sig=$(kill -l "$((rc - 128))" 2>/dev/null || echo "$((rc - 128))")
+        result="KILLED by SIG$sig"; failed=1
+    else
+        result="FAILED (exit $rc)"; failed=1
+    fi
+    # No lesson may leave a process behind.
+    mapfile -t left < <(ours "$run_id")
+    if ((${#left[@]})); then
+        echo "$name left processes behind: ${left[*]} (killed now)" >&2
+        kill -KILL "${left[@]}" 2>/dev/null || true
+        result="$result, LEFT ${#left[@]} PROCESSES"; failed=1
+    fi
+    run_id=""
     names+=("$name")
     results+=("$result")
     times+=("$secs")
 done
 
-# No lesson may leave a process behind (orphans are re-parented, so look by path).
-leftover=$(pgrep -a -f "^$bindir/" || true)
-if [[ -n "$leftover" ]]; then
-    echo "processes of the course still running after the run:" >&2
-    echo "$leftover" >&2
-    pkill -KILL -f "^$bindir/" || true
-    failed=1
-fi
-
-printf '\n%-26s %-22s %8s\n' lesson result seconds
-printf '%-26s %-22s %8s\n' ------ ------ -------
+printf '\n%-26s %-32s %8s\n' lesson result seconds
+printf '%-26s %-32s %8s\n' ------ ------ -------
 for i in "${!names[@]}"; do
-    printf '%-26s %-22s %8s\n' "${names[$i]}" "${results[$i]}" "${times[$i]}"
+    printf '%-26s %-32s %8s\n' "${names[$i]}" "${results[$i]}" "${times[$i]}"
 done
 if ((failed)); then
     echo "some lessons did not hold" >&2

@@ -118,10 +118,127 @@ fn run_all_runs_the_lessons_in_course_order() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let listed: Vec<String> = String::from_utf8(out.stdout)
-        .unwrap()
+    let text = String::from_utf8(out.stdout).unwrap();
+    // " 1  threads-square-cube" then the question, indented, on the next line.
+    let listed: Vec<String> = text
         .lines()
-        .map(str::to_string)
+        .filter_map(|l| {
+            let (n, name) = l.trim_start().split_once("  ")?;
+            n.parse::<usize>().ok().map(|_| name.to_string())
+        })
         .collect();
     assert_eq!(listed, lessons());
+    assert!(
+        text.lines().all(|l| l.chars().count() <= 80),
+        "--list fits 80 columns"
+    );
+}
+
+#[test]
+fn every_lesson_test_checks_the_headers_expected_output() {
+    for name in lessons() {
+        let dir = root().join(format!("crates/{name}/tests"));
+        let found = fs::read_dir(&dir).unwrap().any(|e| {
+            let text = fs::read_to_string(e.unwrap().path()).unwrap_or_default();
+            text.contains("assert_expected_output(include_str!(\"../src/main.rs\"))")
+        });
+        assert!(
+            found,
+            "{name}: no test checks the header's Expected output against a real run"
+        );
+    }
+}
+
+#[test]
+fn every_lesson_reads_as_a_story() {
+    for (i, name) in lessons().iter().enumerate() {
+        let main = read(&format!("crates/{name}/src/main.rs"));
+        let lines = main.lines().count();
+        assert!(lines <= 320, "{name}: src/main.rs has {lines} lines");
+        // Benchmarks live in `cargo bench` targets, not in the lessons.
+        for flag in ["\"bench\"", "bench_", "rounds"] {
+            assert!(
+                !main.contains(&format!("long = {flag}")) && !main.contains("fn bench"),
+                "{name}: benchmark machinery in the lesson ({flag})"
+            );
+        }
+        let note = read(&format!("docs/{:02}-{name}.md", i + 1));
+        let n = note.lines().count();
+        assert!(n <= 140, "docs/{:02}-{name}.md has {n} lines", i + 1);
+        assert!(
+            note.contains("benchmarks.md"),
+            "docs/{:02}-{name}.md: no link to benchmarks.md",
+            i + 1
+        );
+    }
+}
+
+#[test]
+fn the_repository_cites_only_what_a_reader_can_find() {
+    // Pieces, so that this file does not match itself.
+    let exact = [["DESIGN", ".md"].concat(), ["PIT", "FALLS"].concat()];
+    let any_case = [
+        ["the ", "seeds"].concat(),
+        ["seeds", "'"].concat(),
+        ["seed", "'"].concat(),
+    ];
+    let files = Command::new("git")
+        .args(["ls-files", "--cached", "--others", "--exclude-standard"])
+        .current_dir(root())
+        .output()
+        .expect("git ls-files");
+    let mut hits = Vec::new();
+    for path in String::from_utf8(files.stdout).unwrap().lines() {
+        let Ok(text) = fs::read_to_string(root().join(path)) else {
+            continue;
+        };
+        for (n, line) in text.lines().enumerate() {
+            let lower = line.to_lowercase();
+            let issue = lower.match_indices("issue ").any(|(at, _)| {
+                lower[at + 6..]
+                    .trim_start_matches('#')
+                    .starts_with(|c: char| c.is_ascii_digit())
+            });
+            if issue
+                || exact.iter().any(|b| line.contains(b.as_str()))
+                || any_case.iter().any(|b| lower.contains(b.as_str()))
+            {
+                hits.push(format!("{path}:{}: {line}", n + 1));
+            }
+        }
+    }
+    assert!(
+        hits.is_empty(),
+        "cites what a reader cannot find:\n{}",
+        hits.join("\n")
+    );
+}
+
+#[test]
+fn the_benchmarks_are_cargo_benches_with_their_figures_in_one_place() {
+    let readme = read("README.md");
+    assert!(
+        readme.contains("cargo bench"),
+        "README: how to run the benchmarks"
+    );
+    let figures = read("docs/benchmarks.md");
+    for name in lessons() {
+        let dir = root().join(format!("crates/{name}/benches"));
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        let cargo = read(&format!("crates/{name}/Cargo.toml"));
+        for e in entries {
+            let file = e.unwrap().file_name().into_string().unwrap();
+            let bench = file.trim_end_matches(".rs");
+            assert!(
+                cargo.contains(&format!("name = \"{bench}\"")) && cargo.contains("harness = false"),
+                "crates/{name}/Cargo.toml: [[bench]] {bench} with harness = false"
+            );
+            assert!(
+                figures.contains(&format!("cargo bench -p {name}")),
+                "docs/benchmarks.md has no section for cargo bench -p {name}"
+            );
+        }
+    }
 }
