@@ -12,7 +12,7 @@
 //! queue is a `crossbeam_channel` (values moved, nothing serialised).
 //!
 //! **Run.** `cargo run -p mp-queue` (`--help`: `--numbers 2,3,8 --big-bytes 1000000
-//! --producers 3 --ascii`; `--bench` for the throughput table).
+//! --producers 3 --ascii`).
 //!
 //! **Expected output** (PIDs vary; the interleaving of producers varies):
 //! ```text
@@ -37,8 +37,6 @@
 //! kernel); the thread queue moves values within one address space. A receiver
 //! learns that the stream ended only when every sender, in every process, is gone.
 //! A child blocked in `send` never exits, so joining it before reading waits forever.
-
-mod bench;
 
 use common::output::List;
 use std::time::Duration;
@@ -69,12 +67,6 @@ struct Args {
     /// Producers in the several-producers demo.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=26))]
     producers: u64,
-    /// Measure throughput and round trips instead.
-    #[arg(long)]
-    bench: bool,
-    /// Scale the benchmark's message counts (1 = the default sizes).
-    #[arg(long, default_value_t = 1.0)]
-    bench_scale: f64,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -89,12 +81,6 @@ fn main() -> std::process::ExitCode {
 fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {
     let numbers = &args.numbers;
     check_numbers(numbers, 1000, 2).map_err(anyhow::Error::msg)?;
-    if !(args.bench_scale > 0.0 && args.bench_scale <= 100.0) {
-        bail!(
-            "--bench-scale must be in (0, 100], got {}",
-            args.bench_scale
-        );
-    }
     let squares: Vec<i64> = numbers.iter().map(|n| n * n).collect();
     let mut lesson = Lesson::start(
         "mp-queue",
@@ -102,11 +88,6 @@ fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {
         "multiprocessing.Queue (put/get) vs queue.Queue, q.empty(), join before get",
         &args.common,
     );
-    if args.bench {
-        bench::run(&mut lesson, args.bench_scale)?;
-        return Ok(lesson.finish());
-    }
-
     process_vs_thread_queue(&mut lesson, numbers, &squares)?;
     crossbeam_across_fork(&mut lesson, &squares)?;
     end_of_stream(&mut lesson, &squares)?;

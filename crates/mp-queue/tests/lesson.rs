@@ -66,21 +66,8 @@ fn the_deadlock_demo_is_bounded() {
 }
 
 #[test]
-fn the_bench_runs_and_counts() {
-    let r = run(BIN, &["--bench", "--bench-scale", "0.01"], LIMIT);
-    r.assert_success().assert_all_checks_held();
-    assert_eq!(r.lines("items per second").len(), 1, "{r}");
-    r.expect_line("processes, ipc-channel, 1 item a message");
-}
-
-#[test]
 fn bad_flags_get_clear_errors() {
     expect_error(BIN, &["--producers", "0"], "0 is not in 1..=26");
     expect_error(BIN, &["--big-bytes", "0"], "0 is not in 1..=64000000");
-    expect_error(
-        BIN,
-        &["--bench-scale", "0"],
-        "--bench-scale must be in (0, 100]",
-    );
     expect_error(BIN, &["--numbers", "5000000000"], "does not fit in an i64");
 }
