@@ -69,68 +69,191 @@
 //! rules out *data races* (undefined behaviour); it does not rule out *race
 //! conditions* (wrong logic about order).
 
-use std::sync::atomic::{AtomicI64, Ordering::SeqCst};
-use std::sync::{Barrier, Mutex};
-use std::thread;
+//!
+//! # Starting threads that may not start
+//!
+//! Every race here starts its threads with `thread::Builder::spawn_scoped`, which
+//! returns an `io::Error` when the system refuses a thread (`ulimit -u`, `ulimit
+//! -v`), where `thread::spawn` would panic. The threads meet at a [`Rendezvous`]
+//! rather than a `std::sync::Barrier`: if the second thread cannot start, the first
+//! must not wait for it forever, and a `Barrier` cannot be called off.
 
-/// The counter that should reach 2 but reaches 1: two threads each read it, both
-/// wait at a barrier (so both have read before either writes), then each writes
-/// what it read plus one. Deterministic: always 1.
-pub fn both_read_then_both_write() -> i64 {
-    let counter = AtomicI64::new(0);
-    let barrier = Barrier::new(2);
-    thread::scope(|s| {
-        for _ in 0..2 {
-            s.spawn(|| {
-                let seen = counter.load(SeqCst);
-                barrier.wait();
-                counter.store(seen + 1, SeqCst);
-            });
+use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicI64, Ordering::SeqCst};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::Duration;
+
+/// How long a thread waits at a [`Rendezvous`] for the others before it gives up.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Why a race could not be run to the end.
+#[derive(Debug)]
+pub enum RaceError {
+    /// The system refused to start a thread.
+    Start(io::Error),
+    /// A thread panicked.
+    Panicked,
+    /// A thread waited longer than [`PATIENCE`] for the others.
+    Late,
+}
+
+impl fmt::Display for RaceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RaceError::Start(e) => write!(f, "cannot start a thread: {e}"),
+            RaceError::Panicked => write!(f, "a racing thread panicked"),
+            RaceError::Late => write!(
+                f,
+                "a thread waited {} s for the others and gave up",
+                PATIENCE.as_secs()
+            ),
         }
-    });
-    counter.load(SeqCst)
+    }
+}
+
+impl std::error::Error for RaceError {}
+
+/// Where the threads of one race meet: like `std::sync::Barrier` (used once), but
+/// it can be called off, and nobody waits longer than its patience.
+#[derive(Debug)]
+pub struct Rendezvous {
+    parties: usize,
+    patience: Duration,
+    state: Mutex<Arrivals>,
+    all_here: Condvar,
+}
+
+#[derive(Debug)]
+struct Arrivals {
+    here: usize,
+    called_off: bool,
+}
+
+impl Rendezvous {
+    pub fn new(parties: usize, patience: Duration) -> Rendezvous {
+        Rendezvous {
+            parties,
+            patience,
+            state: Mutex::new(Arrivals {
+                here: 0,
+                called_off: false,
+            }),
+            all_here: Condvar::new(),
+        }
+    }
+
+    /// Arrive and wait for the others: `true` when all are here, `false` when the
+    /// meeting was called off or the patience ran out (which calls it off for all).
+    pub fn wait(&self) -> bool {
+        let mut s = lock(&self.state);
+        s.here += 1;
+        if s.here >= self.parties {
+            self.all_here.notify_all();
+            return !s.called_off;
+        }
+        let (mut s, _) = self
+            .all_here
+            .wait_timeout_while(s, self.patience, |s| s.here < self.parties && !s.called_off)
+            .unwrap_or_else(PoisonError::into_inner);
+        if s.here < self.parties {
+            s.called_off = true; // late: nobody goes on
+            self.all_here.notify_all();
+        }
+        !s.called_off
+    }
+
+    /// Let everyone waiting go, with `false` (a party will never come).
+    pub fn call_off(&self) {
+        lock(&self.state).called_off = true;
+        self.all_here.notify_all();
+    }
+}
+
+/// A poisoned lock (a thread panicked holding it) still holds a usable value here:
+/// the panic itself is reported by the join.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Start `threads` threads running `body`, all meeting at one [`Rendezvous`], and
+/// collect what each returns. `body` returns `None` when the meeting was called off.
+/// If a thread cannot start, the ones already started are let go and joined.
+fn race<T: Send>(
+    threads: usize,
+    body: impl Fn(&Rendezvous) -> Option<T> + Sync,
+) -> Result<Vec<T>, RaceError> {
+    let meeting = Rendezvous::new(threads, PATIENCE);
+    let (body, meeting) = (&body, &meeting);
+    thread::scope(|s| {
+        let mut handles = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let started = thread::Builder::new()
+                .name(format!("racer-{i}"))
+                .spawn_scoped(s, move || body(meeting));
+            match started {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    meeting.call_off(); // the scope joins those already started
+                    return Err(RaceError::Start(e));
+                }
+            }
+        }
+        // Join every thread by hand (a scope panics over an unjoined panicked one).
+        let joined: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
+        joined
+            .into_iter()
+            .map(|r| r.map_err(|_| RaceError::Panicked)?.ok_or(RaceError::Late))
+            .collect()
+    })
+}
+
+/// The counter that should reach 2 but reaches 1: two threads each read it, meet
+/// (so both have read before either writes), then each writes what it read plus
+/// one. Deterministic: always 1.
+pub fn both_read_then_both_write() -> Result<i64, RaceError> {
+    let counter = AtomicI64::new(0);
+    race(2, |both_read| {
+        let seen = counter.load(SeqCst);
+        both_read.wait().then(|| counter.store(seen + 1, SeqCst))
+    })?;
+    Ok(counter.load(SeqCst))
 }
 
 /// Start `threads` threads together and have each run `op` `n` times.
-fn hammer(threads: usize, n: u64, op: impl Fn() + Sync) {
-    let start = Barrier::new(threads);
-    thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                start.wait();
-                for _ in 0..n {
-                    op();
-                }
-            });
-        }
-    });
+fn hammer(threads: usize, n: u64, op: impl Fn() + Sync) -> Result<(), RaceError> {
+    race(threads, |start| {
+        start.wait().then(|| (0..n).for_each(|_| op()))
+    })?;
+    Ok(())
 }
 
 /// `threads` threads each add 1, `n` times, with an atomic `load` and a separate
 /// atomic `store`: no undefined behaviour, and still lost updates. Returns the total.
-pub fn load_then_store(threads: usize, n: u64) -> i64 {
+pub fn load_then_store(threads: usize, n: u64) -> Result<i64, RaceError> {
     let counter = AtomicI64::new(0);
     hammer(threads, n, || {
         let v = counter.load(SeqCst);
         counter.store(v + 1, SeqCst);
-    });
-    counter.load(SeqCst)
+    })?;
+    Ok(counter.load(SeqCst))
 }
 
 /// The same with one indivisible `fetch_add`: no update lost.
-pub fn fetch_add(threads: usize, n: u64) -> i64 {
+pub fn fetch_add(threads: usize, n: u64) -> Result<i64, RaceError> {
     let counter = AtomicI64::new(0);
     hammer(threads, n, || {
         counter.fetch_add(1, SeqCst);
-    });
-    counter.load(SeqCst)
+    })?;
+    Ok(counter.load(SeqCst))
 }
 
 /// The same with a `Mutex<i64>`: the critical section is the whole `+= 1`.
-pub fn mutex(threads: usize, n: u64) -> i64 {
+pub fn mutex(threads: usize, n: u64) -> Result<i64, RaceError> {
     let counter = Mutex::new(0i64);
-    hammer(threads, n, || *counter.lock().expect("counter lock") += 1);
-    counter.into_inner().expect("counter lock")
+    hammer(threads, n, || *lock(&counter) += 1)?;
+    Ok(*lock(&counter))
 }
 
 /// How two withdrawals from one account ended.
@@ -145,55 +268,47 @@ pub struct Withdrawals {
 
 /// Check-then-act, wrong: an account of `balance`, two threads each withdraw
 /// `amount`. Each checks the balance under the lock, lets go, and takes the money
-/// under the lock again: both can pass the check. The barrier makes sure they do.
-pub fn withdraw_twice_racy(balance: i64, amount: i64) -> Withdrawals {
+/// under the lock again: both can pass the check. Meeting in between makes sure
+/// they do.
+pub fn withdraw_twice_racy(balance: i64, amount: i64) -> Result<Withdrawals, RaceError> {
     two_withdrawals(balance, |account, both_checked| {
-        let ok = *account.lock().expect("account") >= amount; // check...
-        both_checked.wait();
-        if ok {
-            *account.lock().expect("account") -= amount; // ...then act
+        let ok = *lock(account) >= amount; // check...
+        if !both_checked.wait() {
+            return None;
         }
-        ok
+        if ok {
+            *lock(account) -= amount; // ...then act
+        }
+        Some(ok)
     })
 }
 
 /// Check-then-act, right: one guard held across the check and the update.
-pub fn withdraw_twice_locked(balance: i64, amount: i64) -> Withdrawals {
+pub fn withdraw_twice_locked(balance: i64, amount: i64) -> Result<Withdrawals, RaceError> {
     two_withdrawals(balance, |account, start| {
-        start.wait();
-        let mut b = account.lock().expect("account");
+        if !start.wait() {
+            return None;
+        }
+        let mut b = lock(account);
         let ok = *b >= amount;
         if ok {
             *b -= amount;
         }
-        ok
+        Some(ok)
     })
 }
 
-/// Two threads run `withdraw` on one account (with a two-party barrier to use as
-/// they see fit); each says whether it took the money.
+/// Two threads run `withdraw` on one account; each says whether it took the money.
 fn two_withdrawals(
     balance: i64,
-    withdraw: impl Fn(&Mutex<i64>, &Barrier) -> bool + Sync,
-) -> Withdrawals {
+    withdraw: impl Fn(&Mutex<i64>, &Rendezvous) -> Option<bool> + Sync,
+) -> Result<Withdrawals, RaceError> {
     let account = Mutex::new(balance);
-    let barrier = Barrier::new(2);
-    let results: Vec<bool> = thread::scope(|s| {
-        let hs: Vec<_> = (0..2)
-            .map(|_| s.spawn(|| withdraw(&account, &barrier)))
-            .collect();
-        hs.into_iter()
-            .map(|h| h.join().expect("withdrawal thread"))
-            .collect()
-    });
-    tally(account.into_inner().expect("account"), &results)
-}
-
-fn tally(balance: i64, results: &[bool]) -> Withdrawals {
+    let results = race(2, |meeting| withdraw(&account, meeting))?;
     let paid = results.iter().filter(|&&ok| ok).count();
-    Withdrawals {
-        balance,
+    Ok(Withdrawals {
+        balance: *lock(&account),
         paid,
         refused: results.len() - paid,
-    }
+    })
 }
