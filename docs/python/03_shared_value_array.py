@@ -2,6 +2,7 @@
 the same writes into a private mapping are lost; += on a shared Value loses updates
 unless get_lock() is held. Run: python3 03_shared_value_array.py
 """
+import ctypes
 import mmap
 import multiprocessing as mp
 import struct
@@ -18,6 +19,17 @@ def write_squares(numbers, arr, val):
 def write_private(numbers, mm):
     for i, n in enumerate(numbers):
         mm[i * 4:i * 4 + 4] = struct.pack("i", n * n)
+
+
+def maps_line(addr):
+    """The /proc/self/maps line of the mapping holding addr: range, flags, name."""
+    with open("/proc/self/maps") as f:
+        for line in f:
+            fields = line.split()
+            lo, hi = (int(h, 16) for h in fields[0].split("-"))
+            if lo <= addr < hi:
+                return " ".join(fields[:2] + fields[5:])
+    return ""
 
 
 def add(counter, n, locked):
@@ -41,18 +53,23 @@ def race(n, locked):
 
 if __name__ == "__main__":
     numbers = [2, 3, 8]
-    print("[1] a child writes into Array('i', 3) and Value('d')")
+    print("[1] a child writes into Array('i', 3) and Value('d') in shared memory")
     arr, val = ctx.Array("i", 3), ctx.Value("d", 0.0)
     p = ctx.Process(target=write_squares, args=(numbers, arr, val))
     p.start(); p.join()
     print(f"    parent reads: array {arr[:]}, value {val.value}")
-    assert arr[:] == [4, 9, 64] and val.value == 5.67
+    shared = maps_line(ctypes.addressof(arr.get_obj()))
+    print(f"    /proc/self/maps: {shared}")
+    assert arr[:] == [4, 9, 64] and val.value == 5.67 and " rw-s" in shared
 
-    print("[2] the trap: a private anonymous mapping")
-    mm = mmap.mmap(-1, 12, flags=mmap.MAP_PRIVATE)
+    print("[2] the trap: the same writes into a private anonymous mapping")
+    mm = mmap.mmap(-1, 12, flags=mmap.MAP_PRIVATE)  # fileno -1: anonymous
     p = ctx.Process(target=write_private, args=(numbers, mm))
     p.start(); p.join()
     print(f"    parent reads: array {list(struct.unpack('3i', mm[:12]))}")
+    private = maps_line(ctypes.addressof(ctypes.c_char.from_buffer(mm)))
+    print(f"    /proc/self/maps: {private}")
+    assert mm[:12] == bytes(12) and " rw-p" in private
 
     n = 20_000
     print(f"[3] counter.value += 1 from two processes, {n} times each")
