@@ -15,7 +15,7 @@
 //! threads-square-cube` (`benches/start_cost.rs`).
 //!
 //! **Expected output** (PIDs, TIDs and times vary; the two children print in
-//! either order; a timeline follows each run, its bars shown here as `...`):
+//! either order; a timeline, not shown, follows each run):
 //! ```text
 //! [1] serial: one thread does squares, then cubes
 //!     square: [4, 9, 64, 81]
@@ -26,7 +26,6 @@
 //!     square  pid 24500 tid 24729
 //!     cube    pid 24500 tid 24730
 //!     wall 0.801 s, ideal 0.800 s (+1.1 ms)
-//!     square  pid 24500 tid 24729 ░░░░░░░░░░░░░░░░░░░░░░░░░░░░░░░...
 //!   ✓ check: threads share the parent's PID: 24500 and 24500 (parent 24500)
 //!   ✓ check: each thread has its own TID: 24729 and 24730
 //!   ✓ check: the threads waited at the same time (overlap 800.5 ms)
@@ -44,10 +43,9 @@
 //!
 //! **Notice.** Threads share the parent's PID and differ in TID; processes get PIDs
 //! of their own. Both halve the time because the work is *waiting* (a sleep stands
-//! in for I/O). A child prints its own results: the parent cannot read them, the
-//! child's memory is a copy (next lesson). It reports success through its exit
-//! code. A process costs several times a thread to start, still well under a
-//! millisecond: small beside 200 ms waits.
+//! in for I/O). A child prints its own results: its memory is a copy the parent
+//! cannot read (next lesson); its exit code says whether they were right. A
+//! process costs several threads to start: still tiny beside 200 ms waits.
 
 use std::process::ExitCode;
 use std::thread;
@@ -173,13 +171,11 @@ fn serial(lesson: &mut Lesson, job: &Job) -> anyhow::Result<()> {
     lesson.check_eq("squares", List(&square), List(&job.expected.square));
     lesson.check_eq("cubes", List(&cube), List(&job.expected.cube));
     let waits = job.one_list() * 2;
-    lesson.check(
-        format!(
-            "serial took at least the sum of the waits ({})",
-            fmt_duration(waits)
-        ),
-        wall >= waits,
+    let claim = format!(
+        "serial took at least the sum of the waits ({})",
+        fmt_duration(waits)
     );
+    lesson.check(claim, wall >= waits);
     Ok(())
 }
 
@@ -248,22 +244,17 @@ fn two_processes(lesson: &mut Lesson, job: &Job) -> anyhow::Result<()> {
         });
         children.push(child.context("forking a worker")?);
     }
-    // Parent: wait for both, recording the wait.
-    let exits = c.tl.span(c.main, Kind::Wait, || {
+    // Parent: wait for both, recording the wait; keep their exit codes.
+    let codes = c.tl.span(c.main, Kind::Wait, || -> Result<Vec<i32>, _> {
         children
             .iter_mut()
-            .map(|ch| ch.join())
-            .collect::<Result<Vec<_>, _>>()
+            .map(|ch| ch.join().map(|e| e.code))
+            .collect()
     })?;
-    let wall = t.elapsed();
-    lesson.say(wall_line(wall, job.one_list()));
+    lesson.say(wall_line(t.elapsed(), job.one_list()));
     lesson.timeline(&c.tl, "two processes");
-    let codes: Vec<i32> = exits.iter().map(|e| e.code).collect();
-    lesson.check_eq(
-        "children's exit codes (0: results right)",
-        List(&codes),
-        List(&[0, 0]),
-    );
+    let what = "children's exit codes (0: results right)";
+    lesson.check_eq(what, List(&codes), List(&[0, 0]));
     let ((sq_pid, _), (cu_pid, _)) = (c.who(Op::Square), c.who(Op::Cube));
     let forked: Vec<i32> = children.iter().map(|ch| ch.pid()).collect();
     let me = std::process::id() as i32;
