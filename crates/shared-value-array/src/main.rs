@@ -273,23 +273,26 @@ fn add_from_two_processes(n: u64, locked: bool) -> anyhow::Result<i64> {
     let go = Gate::new()?;
     let mut children = Vec::new();
     for _ in 0..2 {
-        children.push(fork(|| {
-            // Child: start together with the other one, so the two really overlap.
-            if !go.wait(Duration::from_secs(10)) {
-                return 2;
-            }
-            for _ in 0..n {
-                if locked {
-                    let Ok(_guard) = counter.get_lock().lock() else {
-                        return 3; // the other child died holding the lock
-                    };
-                    counter.set(counter.get() + 1);
-                } else {
-                    counter.set(counter.get() + 1);
+        children.push(
+            fork(|| {
+                // Child: start together with the other one, so the two really overlap.
+                if !go.wait(Duration::from_secs(10)) {
+                    return 2;
                 }
-            }
-            0
-        })?);
+                for _ in 0..n {
+                    if locked {
+                        let Ok(_guard) = counter.get_lock().lock() else {
+                            return 3; // the other child died holding the lock
+                        };
+                        counter.set(counter.get() + 1);
+                    } else {
+                        counter.set(counter.get() + 1);
+                    }
+                }
+                0
+            })
+            .context("forking an incrementing child")?,
+        );
     }
     // Parent: open the gate, then wait for both.
     go.open();
