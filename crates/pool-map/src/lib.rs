@@ -1,15 +1,19 @@
-//! The process pool of the `pool-map` lesson ([`Pool`], in `pool.rs`), and the
-//! functions the lesson and its tests give it. A pool takes plain `fn` items (or
-//! closures that capture nothing): see `pool.rs` for why a function pointer is
-//! enough after `fork`.
+//! The process pool of the `pool-map` lesson ([`Pool`], in the `pool` module), the
+//! functions the lesson, its tests and its benchmark give it, and what they compare
+//! it with: serial, scoped threads and rayon, timed with the CPU time they got. A
+//! pool takes plain `fn` items (or closures that capture nothing): see the `pool`
+//! module for why a function pointer is enough after `fork`.
 
 mod pool;
 
 pub use pool::{AsyncResult, Imap, Pool, PoolError, default_chunksize};
 
 use std::hint::black_box;
+use std::time::{Duration, Instant};
 
-/// The seeds' `square`.
+use rayon::prelude::*;
+
+/// Python's `square`.
 pub fn square(x: u64) -> u64 {
     x * x
 }
@@ -19,7 +23,8 @@ pub fn square_where(x: u64) -> (u64, u32) {
     (x * x, std::process::id())
 }
 
-/// The seeds' benchmark function: the sum of `x * x` for `x` in `0..1000`.
+/// The tutorial's workload: the sum of `x * x` for `x` in `0..1000`
+/// (`sum(x*x for x in range(1000))`), once per item.
 ///
 /// Every step goes through `black_box`: without it LLVM replaces the loop with the
 /// closed form `(n-1)n(2n-1)/6` (and then hoists it out of the map, since it does not
@@ -48,7 +53,7 @@ fn squares_below(n: u64, limit: u64) -> u64 {
 /// process's PID and the time in microseconds. Run on every worker at once, it
 /// shows whether the cores are equally fast.
 pub fn time_work(items: u64) -> (u32, u64) {
-    let start = std::time::Instant::now();
+    let start = Instant::now();
     let sum = (0..items).fold(0u64, |sum, n| sum.wrapping_add(sum_of_squares(n)));
     black_box(sum);
     (std::process::id(), start.elapsed().as_micros() as u64)
@@ -61,7 +66,7 @@ pub fn identity(x: u64) -> u64 {
 
 /// Sleeps, then squares: a task long enough to kill its worker in the middle of.
 pub fn slow_square(x: u64) -> u64 {
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(300));
     x * x
 }
 
@@ -76,17 +81,380 @@ pub fn serial(f: fn(u64) -> u64, items: &[u64]) -> Vec<u64> {
     items.iter().map(|&x| f(x)).collect()
 }
 
-/// `threads` scoped threads, each mapping a contiguous share.
-pub fn scoped_threads(f: fn(u64) -> u64, items: &[u64], threads: usize) -> Vec<u64> {
+/// Threads that could not be started, or that panicked: an error to report, not a
+/// panic of the caller.
+#[derive(Debug, thiserror::Error)]
+pub enum ThreadsError {
+    #[error("cannot start a thread: {0}")]
+    Start(std::io::Error),
+    #[error("cannot start rayon's threads: {0}")]
+    Rayon(rayon::ThreadPoolBuildError),
+    #[error("a thread panicked: {0}")]
+    Panicked(String),
+}
+
+/// `threads` scoped threads, each mapping one contiguous share of `items`.
+///
+/// Every thread that started is joined before this returns, even when a later one
+/// could not start (`ulimit -u`) or one panicked.
+pub fn scoped_threads(
+    f: fn(u64) -> u64,
+    items: &[u64],
+    threads: usize,
+) -> Result<Vec<u64>, ThreadsError> {
     let share = items.len().div_ceil(threads.max(1)).max(1);
     std::thread::scope(|s| {
-        let parts: Vec<_> = items
-            .chunks(share)
-            .map(|part| s.spawn(move || part.iter().map(|&x| f(x)).collect::<Vec<_>>()))
-            .collect();
-        parts
-            .into_iter()
-            .flat_map(|h| h.join().expect("worker thread"))
-            .collect()
+        let mut started = Vec::new();
+        let mut failed = None;
+        for (i, part) in items.chunks(share).enumerate() {
+            let spawned = std::thread::Builder::new()
+                .name(format!("share-{i}"))
+                .spawn_scoped(s, move || part.iter().map(|&x| f(x)).collect::<Vec<_>>());
+            match spawned {
+                Ok(handle) => started.push(handle),
+                Err(e) => {
+                    failed = Some(ThreadsError::Start(e));
+                    break;
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(items.len());
+        for handle in started {
+            match handle.join() {
+                Ok(part) => out.extend(part),
+                Err(panic) => {
+                    failed.get_or_insert(ThreadsError::Panicked(panic_message(panic.as_ref())));
+                }
+            }
+        }
+        failed.map_or(Ok(out), Err)
     })
+}
+
+/// A rayon pool of `threads` threads of its own (not the global one, whose start
+/// failure would be a panic).
+pub fn rayon_pool(threads: usize) -> Result<rayon::ThreadPool, ThreadsError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("rayon-{i}"))
+        .build()
+        .map_err(ThreadsError::Rayon)
+}
+
+/// `f` over `items` on `pool`, by rayon's work stealing.
+pub fn rayon_map(pool: &rayon::ThreadPool, f: fn(u64) -> u64, items: &[u64]) -> Vec<u64> {
+    pool.install(|| items.par_iter().map(|&x| f(x)).collect())
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_string())
+}
+
+/// One timed run: the wall-clock time, and the CPU time the calling thread used.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timing {
+    pub wall: Duration,
+    pub cpu: Duration,
+}
+
+impl Timing {
+    /// The share of one core the calling thread got while it ran: near 1.0 when it
+    /// computed the whole time, clearly less when other processes took the CPU.
+    pub fn cpu_share(&self) -> f64 {
+        self.cpu.as_secs_f64() / self.wall.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Run `f` and time it: wall clock, and this thread's CPU time
+/// (`getrusage(RUSAGE_THREAD)`, user plus system).
+pub fn timed<T>(f: impl FnOnce() -> T) -> (Timing, T) {
+    let (cpu, start) = (thread_cpu_time(), Instant::now());
+    let out = f();
+    let wall = start.elapsed();
+    let cpu = thread_cpu_time().saturating_sub(cpu);
+    (Timing { wall, cpu }, out)
+}
+
+/// The CPU time the calling thread has used so far (zero if the kernel will not say).
+pub fn thread_cpu_time() -> Duration {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let tv = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(t.tv_sec().max(0) as u64)
+            + Duration::from_micros(t.tv_usec().max(0) as u64)
+    };
+    getrusage(UsageWho::RUSAGE_THREAD)
+        .map_or(Duration::ZERO, |u| tv(u.user_time()) + tv(u.system_time()))
+}
+
+/// How long, so far, some task on this machine has waited for a CPU: the `some`
+/// total of `/proc/pressure/cpu` (Linux's pressure stall information; `None` where
+/// the kernel does not provide it).
+pub fn cpu_pressure() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/pressure/cpu").ok()?;
+    let some = text.lines().find(|l| l.starts_with("some "))?;
+    let total = some.split(' ').find_map(|w| w.strip_prefix("total="))?;
+    Some(Duration::from_micros(total.parse().ok()?))
+}
+
+/// How busy the machine was while something was measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Busy {
+    /// The share of a core the serial run got ([`Timing::cpu_share`]).
+    pub serial_share: f64,
+    /// The share of the time some task waited for a CPU (see [`cpu_pressure`]).
+    pub pressure: Option<f64>,
+}
+
+/// Below this share of a core, the serial run was starved: the machine is busy.
+pub const BUSY_SHARE: f64 = 0.9;
+/// Above this share of the time with a task waiting for a CPU, the parallel runs
+/// were competing with other work (the pool's own parent adds a few percent).
+pub const BUSY_PRESSURE: f64 = 0.1;
+
+/// Why a measured speedup over serial cannot be read as it stands, if it cannot.
+///
+/// `workers` ran in parallel on `cpus` CPUs, so the ideal is the smaller of the two.
+/// A serial run that got clearly less than one core took longer than the work
+/// needs, and inflates every speedup measured against it; parallel runs that
+/// waited for CPUs were slowed by other work. A speedup above the ideal (beyond 2%
+/// of timing noise) is not a gain: the parallel runs did the same work, so the
+/// serial run was slowed by something.
+pub fn speedup_caveat(speedup: f64, workers: usize, cpus: usize, busy: Busy) -> Option<String> {
+    let ideal = workers.min(cpus).max(1) as f64;
+    let pressed = busy
+        .pressure
+        .filter(|&p| p > BUSY_PRESSURE && workers <= cpus);
+    let why = if busy.serial_share < BUSY_SHARE {
+        Some(format!(
+            "the serial run got {:.0}% of a core",
+            busy.serial_share * 100.0
+        ))
+    } else {
+        pressed.map(|p| format!("some task waited for a CPU {:.0}% of the time", p * 100.0))
+    };
+    if let Some(why) = why {
+        return Some(format!(
+            "the machine is busy ({why}): these times are slower than a quiet \
+             machine's, and the speedups are not reliable"
+        ));
+    }
+    if speedup > ideal * 1.02 {
+        let limit = if ideal < cpus as f64 {
+            format!("{workers} workers")
+        } else {
+            format!("{cpus} CPUs")
+        };
+        return Some(format!(
+            "{speedup:.2}x is more than {limit} can give ({ideal:.2}x): the work was \
+             the same, so the serial run was slowed (a neighbour between its \
+             samples, the CPU's clock); read it as about {ideal:.2}x"
+        ));
+    }
+    None
+}
+
+/// Each way's best time on the same work, from interleaved rounds (a noisy moment
+/// hurts every way alike, and the ratios come from one run).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Comparison {
+    /// The pool's workers, and as many threads.
+    pub workers: usize,
+    /// `[f(x) for x in items]` on this thread, with the share of a core it got.
+    pub serial: Timing,
+    /// `pool.map(f, items)`: Python's default chunksize, `chunksize`.
+    pub pool: Duration,
+    pub chunksize: usize,
+    /// The pool with chunks ten times finer, `fine_chunksize` (if asked for).
+    pub pool_fine: Option<Duration>,
+    pub fine_chunksize: usize,
+    /// Scoped threads, as many as the pool has workers, one share each.
+    pub threads: Duration,
+    /// Rayon's work stealing (if a rayon pool was given).
+    pub rayon: Option<Duration>,
+    /// Every way gave the serial results, in every round.
+    pub agree: bool,
+    /// How busy the machine was meanwhile.
+    pub busy: Busy,
+}
+
+/// Time serial, the pool at Python's chunksize and as many scoped threads on `f`
+/// over `input`, best of `rounds` interleaved rounds (see [`compare_all`]).
+pub fn compare(
+    pool: &Pool,
+    f: fn(u64) -> u64,
+    input: &[u64],
+    rounds: usize,
+) -> anyhow::Result<Comparison> {
+    compare_all(pool, None, false, f, input, rounds, &mut |_| {})
+}
+
+/// Time serial, the pool (and its finer chunks, if `fine`), scoped threads and
+/// rayon (if given) on `f` over `input`, best of `rounds` interleaved rounds.
+/// `progress` hears the name of each way before it runs. A failed pool run (a
+/// worker killed from another terminal) or threads that cannot start end it with
+/// their error: a failed run has no time worth comparing.
+pub fn compare_all(
+    pool: &Pool,
+    rayon: Option<&rayon::ThreadPool>,
+    fine: bool,
+    f: fn(u64) -> u64,
+    input: &[u64],
+    rounds: usize,
+    progress: &mut dyn FnMut(&str),
+) -> anyhow::Result<Comparison> {
+    use anyhow::Context;
+    let workers = pool.processes();
+    let chunksize = default_chunksize(input.len(), workers).max(1);
+    // Python's rule makes 4 chunks per worker: when one core runs slower, a worker
+    // may idle for most of a chunk at the end. 40 per worker bound that to a tenth.
+    let fine_chunksize = chunksize.div_ceil(10);
+    let mut expect = Vec::new();
+    let (slowest, none) = (Duration::MAX, Duration::ZERO);
+    let mut c = Comparison {
+        workers,
+        serial: Timing {
+            wall: slowest,
+            cpu: none,
+        },
+        pool: slowest,
+        chunksize,
+        pool_fine: fine.then_some(slowest),
+        fine_chunksize,
+        threads: slowest,
+        rayon: rayon.map(|_| slowest),
+        agree: true,
+        busy: Busy {
+            serial_share: 1.0,
+            pressure: None,
+        },
+    };
+    let (start, waited) = (Instant::now(), cpu_pressure());
+    for _ in 0..rounds.max(1) {
+        progress("serial");
+        let (t, out) = timed(|| serial(f, input));
+        if t.wall < c.serial.wall {
+            c.serial = t;
+        }
+        if expect.is_empty() {
+            expect = out; // the yardstick for every way
+        }
+        progress(&format!("pool, chunksize {chunksize}"));
+        let (t, out) = timed(|| pool.map_chunked(f, input.iter().copied(), chunksize));
+        c.pool = c.pool.min(t.wall);
+        c.agree &= out.context("the pool's run failed")? == expect;
+        if let Some(best) = &mut c.pool_fine {
+            progress(&format!("pool, chunksize {fine_chunksize}"));
+            let (t, out) = timed(|| pool.map_chunked(f, input.iter().copied(), fine_chunksize));
+            *best = (*best).min(t.wall);
+            c.agree &= out.context("the pool's run failed")? == expect;
+        }
+        progress(&format!("{workers} threads"));
+        let (t, out) = timed(|| scoped_threads(f, input, workers));
+        c.threads = c.threads.min(t.wall);
+        c.agree &= out? == expect;
+        if let (Some(best), Some(rayon)) = (&mut c.rayon, rayon) {
+            progress("rayon");
+            let (t, out) = timed(|| rayon_map(rayon, f, input));
+            *best = (*best).min(t.wall);
+            c.agree &= out == expect;
+        }
+    }
+    c.busy.serial_share = c.serial.cpu_share();
+    c.busy.pressure = cpu_pressure()
+        .zip(waited)
+        .map(|(end, start_)| end.saturating_sub(start_).as_secs_f64())
+        .map(|w| w / start.elapsed().as_secs_f64().max(1e-9));
+    Ok(c)
+}
+
+/// What a task costs: `tasks` trivial items mapped at chunksize 1 (one task per
+/// item) and at Python's default chunksize, best of `rounds` each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskCost {
+    pub tasks: usize,
+    /// Per task at chunksize 1.
+    pub one: Duration,
+    pub chunksize: usize,
+    /// Per item at `chunksize`.
+    pub chunked: Duration,
+    /// Both gave back the input.
+    pub agree: bool,
+}
+
+/// Measure [`TaskCost`] on `pool`.
+pub fn task_cost(pool: &Pool, tasks: usize, rounds: usize) -> Result<TaskCost, PoolError> {
+    let trivial: Vec<u64> = (0..tasks as u64).collect();
+    let chunksize = default_chunksize(tasks, pool.processes()).max(1);
+    let (mut one, mut chunked, mut agree) = (Duration::MAX, Duration::MAX, true);
+    for _ in 0..rounds.max(1) {
+        let (t, out) = timed(|| pool.map_chunked(identity, trivial.iter().copied(), 1));
+        one = one.min(t.wall);
+        agree &= out? == trivial;
+        let (t, out) = timed(|| pool.map_chunked(identity, trivial.iter().copied(), chunksize));
+        chunked = chunked.min(t.wall);
+        agree &= out? == trivial;
+    }
+    let per = |t: Duration| t.div_f64(tasks.max(1) as f64);
+    Ok(TaskCost {
+        tasks,
+        one: per(one),
+        chunksize,
+        chunked: per(chunked),
+        agree,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threads_compute_the_serial_results_and_report_a_panic() {
+        let items: Vec<u64> = (0..100).collect();
+        let out = scoped_threads(square, &items, 3).expect("threads start");
+        assert_eq!(out, serial(square, &items));
+        let err = scoped_threads(unlucky, &items, 4).expect_err("13 panics");
+        assert!(err.to_string().contains("13 is unlucky"), "{err}");
+        let rayon = rayon_pool(2).expect("rayon starts");
+        assert_eq!(rayon_map(&rayon, square, &items), out);
+    }
+
+    #[test]
+    fn speedups_are_read_honestly() {
+        let quiet = |serial_share| Busy {
+            serial_share,
+            pressure: Some(0.02),
+        };
+        assert_eq!(speedup_caveat(1.9, 2, 2, quiet(0.99)), None);
+        assert_eq!(
+            speedup_caveat(2.01, 2, 2, quiet(0.99)),
+            None,
+            "within noise"
+        );
+        let busy = speedup_caveat(1.9, 2, 2, quiet(0.6)).expect("busy");
+        assert!(busy.contains("busy") && busy.contains("60%"), "{busy}");
+        let pressed = Busy {
+            serial_share: 1.0,
+            pressure: Some(0.35),
+        };
+        let busy = speedup_caveat(1.2, 2, 2, pressed).expect("busy");
+        assert!(busy.contains("waited for a CPU 35%"), "{busy}");
+        let above = speedup_caveat(2.3, 2, 2, quiet(0.99)).expect("above the ideal");
+        assert!(
+            above.contains("2 CPUs") && above.contains("2.00x"),
+            "{above}"
+        );
+        let workers = speedup_caveat(1.5, 1, 2, quiet(0.99)).expect("one worker");
+        assert!(workers.contains("1 workers"), "{workers}");
+    }
+
+    #[test]
+    fn a_busy_thread_gets_about_one_core() {
+        let (t, _) = timed(|| serial(sum_of_squares, &(0..2000).collect::<Vec<_>>()));
+        assert!(t.cpu <= t.wall + Duration::from_millis(20), "{t:?}");
+    }
 }
