@@ -13,6 +13,17 @@
 //! calls [`ShmGuard::mark_consistent`]. Unlocking without that makes the mutex
 //! unusable for everyone ([`LockError::NotRecoverable`]).
 //!
+//! **A leaked guard.** While a thread holds a robust mutex, glibc links it into that
+//! thread's robust list (set_robust_list(2), get_robust_list(2)), and the links live
+//! *inside* the mutex: the thread's next lock or unlock of any robust mutex writes
+//! there, and the kernel reads the list when the thread exits. A guard that is
+//! `mem::forget`-ed keeps the mutex on the list for good, so the kit's owners of a
+//! lock ([`crate::shm::Value`], [`crate::shm::Array`], [`SharedLock`]) do not unmap
+//! it while a thread of this process still holds it: they leak that one mapping
+//! instead. A forked child starts with an empty list (glibc clears it in the child),
+//! so there the mapping is freed as usual; a thread that exits holding it hands it
+//! to the next locker as [`LockError::OwnerDied`].
+//!
 //! **Python.** `multiprocessing.Lock` is a binary POSIX semaphore: not recursive, and
 //! *any* process may release it, even one that never acquired it. `RLock` is
 //! recursive and must be released by its owner. This lock is neither exactly: like
@@ -26,6 +37,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 use std::ops::Deref;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -108,7 +120,9 @@ impl ShmMutex {
     /// 64, inside memory that stays mapped at this address for as long as the mutex
     /// is used (by any process), and not be an initialised mutex in use. For use
     /// across processes the memory must be `MAP_SHARED` and this call must happen
-    /// before the fork.
+    /// before the fork. A robust mutex that a thread of this process holds, even
+    /// through a leaked guard, is in use: its memory must not be unmapped (module
+    /// docs).
     pub unsafe fn init_in_place(this: *mut ShmMutex, robustness: Robustness) -> Result<(), Errno> {
         let mut attr = MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
         let robust = robustness == Robustness::Robust;
@@ -185,6 +199,30 @@ impl ShmMutex {
         self.robust
     }
 
+    /// Whether a thread of this process holds this robust mutex, also through a
+    /// leaked guard: then the mutex is on that thread's robust list and its memory
+    /// must stay mapped (module docs). Exact for the kit's locks: nothing can lock
+    /// or unlock it while its owner is being dropped.
+    pub(crate) fn held_in_this_process(&self) -> bool {
+        if !self.robust {
+            return false; // only robust mutexes are put on the robust list
+        }
+        // The futex word of a robust mutex holds its owner's thread ID (futex(2),
+        // "Robust futexes"): glibc's `__lock` is the first int of pthread_mutex_t,
+        // musl's `_m_lock` the second.
+        const WORD: usize = if cfg!(target_env = "musl") { 1 } else { 0 };
+        const FUTEX_TID_MASK: i32 = 0x3fff_ffff;
+        // SAFETY: pthread_mutex_t is larger than two ints and int-aligned; pthreads
+        // and the kernel change the word only atomically, so we read it atomically.
+        let word = unsafe { AtomicI32::from_ptr(self.raw.get().cast::<i32>().add(WORD)) };
+        let owner = word.load(Ordering::SeqCst) & FUTEX_TID_MASK;
+        // tgkill(2) with signal 0 sends nothing; it succeeds only if `owner` is a
+        // thread of this process (a thread of another process that happens to have
+        // the same number fails it, or at worst makes us keep the mapping).
+        // SAFETY: tgkill takes two IDs and a signal number and touches no memory.
+        owner != 0 && unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), owner, 0) } == 0
+    }
+
     fn outcome(&self, r: i32) -> Result<ShmGuard<'_>, LockError<'_>> {
         let guard = || ShmGuard {
             mutex: self,
@@ -252,11 +290,7 @@ impl fmt::Debug for SharedLock {
 
 impl SharedLock {
     pub fn new(robustness: Robustness) -> Result<SharedLock, ShmError> {
-        let region = Region::new(std::mem::size_of::<ShmMutex>(), "Lock()")?;
-        // SAFETY: fresh page-aligned region of the right size, not shared yet; the
-        // mutex never moves because the region's mapping does not.
-        unsafe { ShmMutex::init_in_place(region.as_ptr().cast(), robustness) }
-            .map_err(|e| ShmError::Lock(e.to_string()))?;
+        let region = Region::with_lock(std::mem::size_of::<ShmMutex>(), "Lock()", robustness)?;
         Ok(SharedLock { region })
     }
 }
@@ -264,7 +298,6 @@ impl SharedLock {
 impl Deref for SharedLock {
     type Target = ShmMutex;
     fn deref(&self) -> &ShmMutex {
-        // SAFETY: the region holds a mutex initialised in `new`.
-        unsafe { &*self.region.as_ptr().cast::<ShmMutex>() }
+        self.region.lock()
     }
 }

@@ -11,11 +11,18 @@
 //! `&mut` (or a plain `&T`) into it: access goes through atomics or behind a
 //! process-shared [`ShmMutex`]. No pointers are stored in it; they would mean
 //! nothing in another process (Python's docs say the same of sharedctypes).
+//!
+//! A region that holds one of the kit's robust locks ([`Value`], [`Array`],
+//! [`crate::lock::SharedLock`]) is not unmapped while a thread of this process holds
+//! that lock, even through a leaked guard: the mapping is leaked instead, because
+//! the thread's robust list still points into it ([`crate::lock`] explains why).
+//! Sizes are computed with checked arithmetic: a size that cannot fit is
+//! [`ShmError::TooLarge`], never a wrapped-around small mapping.
 
 use std::fmt;
 use std::fs::File;
 use std::marker::PhantomData;
-use std::mem::size_of;
+use std::mem::{ManuallyDrop, size_of};
 use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering::SeqCst};
 
 use memmap2::{MmapMut, MmapOptions};
@@ -42,10 +49,13 @@ pub enum ShmError {
 
 /// A block of `MAP_SHARED` memory backed by a `memfd`. Zero-filled when made.
 pub struct Region {
-    // Kept for its Drop (munmap). We never take a slice of it: see the module docs.
-    _map: MmapMut,
+    // Unmapped in Drop, unless a leaked guard forbids it. We never take a slice of
+    // it: see the module docs.
+    map: ManuallyDrop<MmapMut>,
     ptr: *mut u8,
     len: usize,
+    /// Whether a [`ShmMutex`] the kit initialised sits at offset 0.
+    has_lock: bool,
 }
 
 // SAFETY: the region is plain shared memory that any thread may touch; every access
@@ -86,10 +96,35 @@ impl Region {
             unsafe { MmapOptions::new().len(len).map_mut(&file) }.map_err(|e| os("mmap", e))?;
         let ptr = map.as_mut_ptr();
         Ok(Region {
-            _map: map,
+            map: ManuallyDrop::new(map),
             ptr,
             len,
+            has_lock: false,
         })
+    }
+
+    /// A region of `len` bytes that starts with a [`ShmMutex`], initialised.
+    pub(crate) fn with_lock(
+        len: usize,
+        what: &str,
+        robustness: Robustness,
+    ) -> Result<Region, ShmError> {
+        let mut region = Region::new(len.max(size_of::<ShmMutex>()), what)?;
+        // SAFETY: a fresh page-aligned region, large enough for the mutex and not yet
+        // shared; the mutex never moves (the mapping does not), and Drop keeps the
+        // mapping while this process holds it (`has_lock`).
+        unsafe { ShmMutex::init_in_place(region.ptr.cast(), robustness) }
+            .map_err(|e| ShmError::Lock(e.to_string()))?;
+        region.has_lock = true;
+        Ok(region)
+    }
+
+    /// The mutex at offset 0 of a region made by [`Region::with_lock`].
+    pub(crate) fn lock(&self) -> &ShmMutex {
+        assert!(self.has_lock, "this region holds no lock");
+        // SAFETY: offset 0 holds a mutex initialised in `with_lock`, used only through
+        // pthread calls; it lives as long as the mapping, which outlives `&self`.
+        unsafe { &*self.ptr.cast::<ShmMutex>() }
     }
 
     pub fn as_ptr(&self) -> *mut u8 {
@@ -108,6 +143,32 @@ impl Region {
     pub fn maps_line(&self) -> Option<String> {
         maps_line(self.ptr)
     }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        if self.has_lock && self.lock().held_in_this_process() {
+            // A guard was leaked (mem::forget) and a thread's robust list still links
+            // to this mutex: unmapping would let glibc or the kernel write into
+            // whatever is mapped here next. Keep it mapped, for good.
+            return;
+        }
+        // SAFETY: the map is dropped once, here, and never used again.
+        unsafe { ManuallyDrop::drop(&mut self.map) }
+    }
+}
+
+/// `header + count * item` bytes, or [`ShmError::TooLarge`]. Computed in u128,
+/// where it cannot overflow, so a huge count is refused, never wrapped around.
+pub(crate) fn bytes_for(
+    header: usize,
+    count: usize,
+    item: usize,
+    what: &str,
+) -> Result<usize, ShmError> {
+    let bytes = count as u128 * item as u128 + header as u128;
+    check_fits(bytes, what)?;
+    Ok(bytes as usize) // at most isize::MAX: checked just above
 }
 
 /// The line of `/proc/self/maps` that contains `addr`: its flags say `rw-s` for a
@@ -217,13 +278,8 @@ pub struct Value<T: Element> {
 impl<T: Element> Value<T> {
     pub fn new(value: T) -> Result<Self, ShmError> {
         let what = format!("Value('{}')", T::TYPECODE);
-        let region = Region::new(size_of::<ValueSlot<T::Cell>>(), &what)?;
-        let slot = region.as_ptr().cast::<ValueSlot<T::Cell>>();
-        // SAFETY: the region is fresh, page-aligned, large enough for a ValueSlot and
-        // not yet shared with anyone; the lock never moves (the region is pinned by
-        // the mapping) and is initialised once, here.
-        unsafe { ShmMutex::init_in_place(&raw mut (*slot).lock, Robustness::Robust) }
-            .map_err(|e| ShmError::Lock(e.to_string()))?;
+        // The slot is repr(C) with the lock first: the region's lock at offset 0.
+        let region = Region::with_lock(size_of::<ValueSlot<T::Cell>>(), &what, Robustness::Robust)?;
         let v = Value {
             region,
             _t: PhantomData,
@@ -328,13 +384,8 @@ impl<T: Element> Array<T> {
     /// `Array(typecode, len)`, all zeros. A size that cannot fit gets a clear error.
     pub fn new(len: usize) -> Result<Self, ShmError> {
         let what = format!("Array('{}', {len})", T::TYPECODE);
-        let bytes = (len as u128) * size_of::<T::Cell>() as u128 + ARRAY_CELLS_OFFSET as u128;
-        check_fits(bytes, &what)?;
-        let region = Region::new(bytes as usize, &what)?;
-        // SAFETY: fresh, page-aligned region, not shared yet; the lock sits at offset
-        // 0, is initialised once and never moves.
-        unsafe { ShmMutex::init_in_place(region.as_ptr().cast::<ShmMutex>(), Robustness::Robust) }
-            .map_err(|e| ShmError::Lock(e.to_string()))?;
+        let bytes = bytes_for(ARRAY_CELLS_OFFSET, len, size_of::<T::Cell>(), &what)?;
+        let region = Region::with_lock(bytes, &what, Robustness::Robust)?;
         Ok(Array {
             region,
             len,
@@ -391,8 +442,7 @@ impl<T: Element> Array<T> {
 
     /// `a.get_lock()`.
     pub fn get_lock(&self) -> &ShmMutex {
-        // SAFETY: offset 0 holds the lock initialised in `new`.
-        unsafe { &*self.region.as_ptr().cast::<ShmMutex>() }
+        self.region.lock()
     }
 
     pub fn region(&self) -> &Region {
@@ -432,9 +482,10 @@ impl Gate {
     /// Wait until the gate opens (yielding the CPU while waiting); false if
     /// `timeout` passes first.
     pub fn wait(&self, timeout: std::time::Duration) -> bool {
-        let deadline = std::time::Instant::now() + timeout;
+        // A timeout past any clock (Duration::MAX) means no deadline.
+        let deadline = std::time::Instant::now().checked_add(timeout);
         while !self.is_open() {
-            if std::time::Instant::now() >= deadline {
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
                 return false;
             }
             std::thread::yield_now();

@@ -13,7 +13,7 @@ use std::mem::size_of;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::shm::{Region, ShmError};
+use crate::shm::{Region, ShmError, bytes_for};
 
 /// What a span of time was spent on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -91,9 +91,15 @@ impl std::fmt::Debug for Timeline {
 }
 
 impl Timeline {
-    /// Room for `capacity` spans; spans past that are counted, not kept.
+    /// Room for `capacity` spans; spans past that are counted, not kept. A capacity
+    /// that does not fit in memory is [`ShmError::TooLarge`].
     pub fn new(capacity: usize) -> Result<Timeline, ShmError> {
-        let bytes = size_of::<Header>() + capacity * size_of::<Record>();
+        let bytes = bytes_for(
+            size_of::<Header>(),
+            capacity,
+            size_of::<Record>(),
+            "timeline",
+        )?;
         Ok(Timeline {
             region: Region::new(bytes, "timeline")?,
             capacity,
@@ -278,8 +284,9 @@ impl Timeline {
             .collect();
         let ids_w = ids.iter().map(|s| s.len()).max().unwrap_or(0);
         let pad = label_w + ids_w + 5;
-        // The bars get what the labels leave of the width, and never fewer than 20.
-        let bars = width.saturating_sub(pad).max(20);
+        // The bars get what the labels leave of the width, never fewer than 20, and
+        // no more than any screen has (a huge `width` is not a huge allocation).
+        let bars = width.saturating_sub(pad).clamp(20, 1000);
 
         let mut out = String::new();
         let end_label = fmt_ns(t_end);
