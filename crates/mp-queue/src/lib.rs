@@ -108,6 +108,18 @@ pub fn recv_big(rx: &IpcReceiver<ByteBuf>, patience: Duration) -> anyhow::Result
     }
 }
 
+/// An error caused by the open-file limit (EMFILE, "Too many open files") gets a
+/// word on what to do about it.
+pub fn explain(e: anyhow::Error) -> anyhow::Error {
+    if e.chain()
+        .any(|c| c.to_string().contains("Too many open files"))
+    {
+        e.context("the open-file limit (ulimit -n) is too low for this lesson")
+    } else {
+        e
+    }
+}
+
 /// Start a named thread; a thread the system refuses (`ulimit -u`, `ulimit -v`)
 /// is a clear error, not a panic.
 pub fn spawn_thread<T: Send + 'static>(

@@ -30,7 +30,7 @@
 //! [4] join before drain: the child sends 1000000 bytes
 //!     join first: after 2 s the child was still blocked in send: a deadlock
 //!     the watchdog killed it: exitcode -9 (killed by SIGKILL)
-//!     drain first: got 1000000 bytes from child pid 8729, then joined: exitcode 0
+//!     drain first: got 1000000 bytes from pid 8729, then joined: exitcode 0
 //! [5] 3 producers, 5 items each, one queue
 //!     arrival: ...
 //! ```
@@ -79,7 +79,7 @@ const PATIENCE: Duration = Duration::from_millis(500);
 const BOUND: Duration = Duration::from_secs(10);
 
 fn main() -> std::process::ExitCode {
-    common::output::main(run)
+    common::output::main(|args| run(args).map_err(mp_queue::explain))
 }
 
 fn run(args: &Args) -> Result<std::process::ExitCode> {
@@ -254,11 +254,13 @@ fn join_before_drain(lesson: &mut Lesson, big: usize) -> Result<()> {
     let pid = child.pid();
     let line = format!("drain first: child pid {pid} sends; the parent receives");
     lesson.say(line);
-    let got = recv_big(&rx, BOUND).with_context(|| format!("drain first: child pid {pid}"))?;
+    // A child that stops sending is an error; dropping its handle kills and reaps it.
+    let stalled = || format!("drain first: child pid {pid} stalled and was killed");
+    let got = recv_big(&rx, BOUND).with_context(stalled)?;
     let exit = join_within(&mut child, BOUND)?;
-    let line = format!("drain first: got {got} bytes from child pid {pid}, then joined");
+    let line = format!("drain first: got {got} bytes from pid {pid}, then joined");
     lesson.say(format!("{line}: {exit}"));
-    let claim = format!("drain first: all {big} bytes came; the child ended with exitcode 0");
+    let claim = format!("drain first: all {big} bytes arrived, then exitcode 0");
     lesson.check(claim, got == big && exit.success());
     if big >= 1_000_000 {
         let claim = "joining first was caught as a deadlock (the child was killed)";

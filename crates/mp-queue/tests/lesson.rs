@@ -1,8 +1,10 @@
-//! Runs the lesson binary and checks what it claims.
+//! Runs the lesson binary and checks what it claims, and how it fails.
 
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::testkit::{expect_error, run};
+use common::testkit::{Run, expect_error, run};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mp-queue");
 const LIMIT: Duration = Duration::from_secs(60);
@@ -10,40 +12,82 @@ const LIMIT: Duration = Duration::from_secs(60);
 #[test]
 fn the_default_run_holds_every_claim() {
     let r = run(BIN, &[], LIMIT);
-    r.assert_success().assert_all_checks_held();
+    r.assert_success()
+        .assert_all_checks_held()
+        .assert_expected_output(include_str!("../src/main.rs"));
     // The parent gets exactly 4, 9, 64, from the child; the thread queue too.
     r.expect_lines(&[
-        "process queue (ipc-channel): got [4, 9, 64] from pid [",
-        "thread queue (crossbeam):    got [4, 9, 64]",
+        "ok check: the parent got: [4, 9, 64] (expected [4, 9, 64])",
+        "ok check: they came from the child (pid ",
+        "ok check: the main thread got: [4, 9, 64] (expected [4, 9, 64])",
     ]);
     // crossbeam across fork: nothing arrived, while the child's copy held 3.
     r.expect_lines(&[
         "my copy of the channel holds 3",
         "ok check: nothing crossed: the parent's recv timed out",
     ]);
-    // empty() vs the two right ways to end a stream.
+    // empty() vs the two right ways to end a stream, and the kept sender.
     r.expect_lines(&[
-        "while not q.empty(): got []",
-        "until every sender is gone: got [4, 9, 64]",
-        "until the None sentinel:    got [4, 9, 64]",
-        "the parent kept a sender: got 3 values; the child ended (exitcode 0)",
-        "ok check: what the empty()-loop got while the child was still working: [] (expected [])",
+        "ok check: the empty()-loop got: [] (expected [])",
+        "ok check: received until the senders closed: [4, 9, 64]",
+        "ok check: received until the sentinel: [4, 9, 64]",
         "ok check: with a sender left open, the end of the stream never came",
     ]);
     // join before drain: detected, killed, and then the right order works.
     r.expect_lines(&[
-        "would deadlock (killed: exitcode -9",
+        "the watchdog killed it: exitcode -9 (killed by SIGKILL)",
         "ok check: joining first was caught as a deadlock",
-        "ok check: draining first: 1000000 bytes arrived",
+        "ok check: drain first: all 1000000 bytes arrived, then exitcode 0",
     ]);
+}
+
+#[test]
+fn no_rust_debug_noise_and_every_line_fits_80_columns() {
+    for ascii in [true, false] {
+        // `run` adds --ascii; the Unicode run goes through a UTF-8 locale.
+        let r = if ascii {
+            run(BIN, &[], LIMIT)
+        } else {
+            unicode_run(&[])
+        };
+        r.assert_success();
+        for line in r.stdout.lines() {
+            // The banner's note on an unoptimised build is the kit's, not the lesson's.
+            let kit = line.contains("unoptimised build");
+            assert!(kit || line.chars().count() <= 80, "too wide: {line:?}\n{r}");
+            for noise in [
+                "Some(",
+                "None)",
+                "Ok(",
+                "Err(",
+                "Finished(",
+                "Killed(",
+                "Exit {",
+            ] {
+                assert!(!line.contains(noise), "Debug noise {noise:?}: {line:?}");
+            }
+        }
+    }
 }
 
 #[test]
 fn several_producers_every_item_once_in_producer_order() {
     let r = run(BIN, &["--producers", "5"], LIMIT);
     r.assert_success();
-    let arrival = r.expect_line("arrival:");
-    let items: Vec<&str> = arrival.split_whitespace().skip(1).collect();
+    // The arrival line, with the lines it wraps onto (indented further).
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.contains("arrival:"))
+        .expect("arrival line");
+    let wrapped = lines[at + 1..]
+        .iter()
+        .take_while(|l| l.starts_with("      "));
+    let items: Vec<&str> = std::iter::once(&lines[at])
+        .chain(wrapped)
+        .flat_map(|l| l.split_whitespace())
+        .filter(|w| *w != "arrival:")
+        .collect();
     assert_eq!(items.len(), 25, "{r}");
     for p in ['A', 'B', 'C', 'D', 'E'] {
         let seqs: Vec<u32> = items
@@ -59,10 +103,109 @@ fn several_producers_every_item_once_in_producer_order() {
 fn the_deadlock_demo_is_bounded() {
     let t = Instant::now();
     let r = run(BIN, &["--big-bytes", "4000000"], LIMIT);
-    r.assert_success();
-    r.expect_line("would deadlock");
-    // Two watchdogs of 2 s and 0.5 s waits: well under 20 s even on a slow machine.
-    assert!(t.elapsed() < Duration::from_secs(30));
+    r.assert_success().assert_all_checks_held();
+    r.expect_line("a deadlock");
+    // One 2 s watchdog and a few 0.5 s waits: well under 20 s on a slow machine.
+    assert!(t.elapsed() < Duration::from_secs(20));
+}
+
+/// The "drain first" child is stopped (SIGSTOP) while it sends 64 MB: the
+/// parent's receive gives up at its 10 s bound, says so, and kills the child.
+#[test]
+fn a_child_stopped_mid_transfer_is_a_clear_error_within_the_bound() {
+    let mut lesson = Command::new(BIN)
+        .args(["--big-bytes", "64000000", "--ascii"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the lesson");
+    let stdout = BufReader::new(lesson.stdout.take().expect("piped"));
+    let mut pid = None;
+    for line in stdout.lines().map_while(Result::ok) {
+        if let Some(rest) = line.trim().strip_prefix("drain first: child pid ") {
+            pid = rest
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<i32>().ok());
+            break;
+        }
+    }
+    let pid = pid.expect("the lesson names the drain-first child");
+    std::thread::sleep(Duration::from_millis(30)); // let the transfer begin
+    let stopped = Instant::now();
+    signal(pid, "STOP");
+    // The lesson must end by itself: its bound is 10 s; allow slack, then kill.
+    let status = loop {
+        if let Some(status) = lesson.try_wait().expect("try_wait") {
+            break Some(status);
+        }
+        if stopped.elapsed() > Duration::from_secs(30) {
+            let _ = lesson.kill();
+            signal(pid, "KILL");
+            let _ = lesson.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let waited = stopped.elapsed();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut lesson.stderr.take().unwrap(), &mut stderr).unwrap();
+    let status = status.expect("the lesson hung on a stopped child");
+    assert!(waited < Duration::from_secs(15), "took {waited:?}");
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "error: drain first: child pid {pid} stalled and was killed"
+        )) && stderr.contains("then nothing until the 10 s bound"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // Nothing left behind: the stopped child was killed and reaped.
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "child {pid} is still there"
+    );
+}
+
+#[test]
+fn a_low_open_file_limit_is_a_clear_error() {
+    let r = limited("ulimit -n 7");
+    assert_eq!(r.code, Some(2), "{r}");
+    assert!(r.stderr.starts_with("error: "), "{r}");
+    assert!(r.stderr.contains("ulimit -n"), "{r}");
+    assert!(!r.stderr.contains("panicked"), "{r}");
+    // Every limit around it: either the whole lesson, or a clear error.
+    for n in 5..=14 {
+        let r = limited(&format!("ulimit -n {n}"));
+        match r.code {
+            Some(0) => {
+                r.assert_all_checks_held();
+            }
+            Some(2) => assert!(
+                r.stderr.starts_with("error: ") && r.stderr.contains("ulimit -n"),
+                "ulimit -n {n}: {r}"
+            ),
+            _ => panic!("ulimit -n {n}: neither success nor a clear error\n{r}"),
+        }
+        assert!(!r.stderr.contains("panicked"), "ulimit -n {n}: {r}");
+    }
+}
+
+#[test]
+fn a_thread_that_cannot_start_is_a_clear_error() {
+    // A 100 MB thread stack cannot be mapped under a 60 MB address-space limit;
+    // the lesson itself fits.
+    let r = limited("ulimit -v 60000; export RUST_MIN_STACK=100000000");
+    assert_eq!(r.code, Some(2), "{r}");
+    assert!(
+        r.stderr
+            .starts_with("error: cannot start a thread: Resource temporarily unavailable"),
+        "{r}"
+    );
+    assert!(!r.stderr.contains("panicked"), "{r}");
+    // A plain `ulimit -v 60000` leaves room for everything: the lesson runs.
+    limited("ulimit -v 60000").assert_success();
 }
 
 #[test]
@@ -70,4 +213,32 @@ fn bad_flags_get_clear_errors() {
     expect_error(BIN, &["--producers", "0"], "0 is not in 1..=26");
     expect_error(BIN, &["--big-bytes", "0"], "0 is not in 1..=64000000");
     expect_error(BIN, &["--numbers", "5000000000"], "does not fit in an i64");
+    expect_error(BIN, &["--bench"], "unexpected argument '--bench'");
+}
+
+/// The lesson under a shell's limits (`run` appends `--ascii`).
+fn limited(limits: &str) -> Run {
+    let script = format!("{limits}; exec \"$0\" \"$@\"");
+    run("sh", &["-c", &script, BIN], LIMIT)
+}
+
+/// The lesson in a UTF-8 locale without `--ascii`.
+fn unicode_run(args: &[&str]) -> Run {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("LC_ALL", "C.UTF-8")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the lesson");
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn signal(pid: i32, sig: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status();
 }
