@@ -289,12 +289,12 @@ pub fn compare(
     input: &[u64],
     rounds: usize,
 ) -> anyhow::Result<Comparison> {
-    compare_all(pool, None, false, f, input, rounds, &mut |_| {})
+    compare_all(pool, None, false, f, input, rounds, &mut |_, _| {})
 }
 
 /// Time serial, the pool (and its finer chunks, if `fine`), scoped threads and
 /// rayon (if given) on `f` over `input`, best of `rounds` interleaved rounds.
-/// `progress` hears the name of each way before it runs. A failed pool run (a
+/// `progress` hears the round (from 1) and the name of each way before it runs. A failed pool run (a
 /// worker killed from another terminal) or threads that cannot start end it with
 /// their error: a failed run has no time worth comparing.
 pub fn compare_all(
@@ -304,7 +304,7 @@ pub fn compare_all(
     f: fn(u64) -> u64,
     input: &[u64],
     rounds: usize,
-    progress: &mut dyn FnMut(&str),
+    progress: &mut dyn FnMut(usize, &str),
 ) -> anyhow::Result<Comparison> {
     use anyhow::Context;
     let workers = pool.processes();
@@ -333,8 +333,8 @@ pub fn compare_all(
         },
     };
     let (start, waited) = (Instant::now(), cpu_pressure());
-    for _ in 0..rounds.max(1) {
-        progress("serial");
+    for round in 1..=rounds.max(1) {
+        progress(round, "serial");
         let (t, out) = timed(|| serial(f, input));
         if t.wall < c.serial.wall {
             c.serial = t;
@@ -342,22 +342,22 @@ pub fn compare_all(
         if expect.is_empty() {
             expect = out; // the yardstick for every way
         }
-        progress(&format!("pool, chunksize {chunksize}"));
+        progress(round, &format!("pool, chunksize {chunksize}"));
         let (t, out) = timed(|| pool.map_chunked(f, input.iter().copied(), chunksize));
         c.pool = c.pool.min(t.wall);
         c.agree &= out.context("the pool's run failed")? == expect;
         if let Some(best) = &mut c.pool_fine {
-            progress(&format!("pool, chunksize {fine_chunksize}"));
+            progress(round, &format!("pool, chunksize {fine_chunksize}"));
             let (t, out) = timed(|| pool.map_chunked(f, input.iter().copied(), fine_chunksize));
             *best = (*best).min(t.wall);
             c.agree &= out.context("the pool's run failed")? == expect;
         }
-        progress(&format!("{workers} threads"));
+        progress(round, &format!("{workers} threads"));
         let (t, out) = timed(|| scoped_threads(f, input, workers));
         c.threads = c.threads.min(t.wall);
         c.agree &= out? == expect;
         if let (Some(best), Some(rayon)) = (&mut c.rayon, rayon) {
-            progress("rayon");
+            progress(round, "rayon");
             let (t, out) = timed(|| rayon_map(rayon, f, input));
             *best = (*best).min(t.wall);
             c.agree &= out == expect;
