@@ -1,7 +1,17 @@
-"""Twin of crates/pool-map: Pool.map, apply, apply_async, map_async, imap, a failing
-task, a killed worker (caught with a timeout: Python's Pool would wait forever), and
-the seeds' benchmark, serial vs Pool. Run: python3 07_pool_map.py
+"""Twin of crates/pool-map: Pool.map and who ran what, apply, apply_async,
+map_async with a chunksize, imap, a task that raises (it fails alone), a killed
+worker (caught with a timeout: Python's Pool would wait forever, gh-66587),
+close() and join(), and what it costs: the tutorial's workload, serial vs Pool,
+and a task at chunksize 1.
+
+Run: python3 07_pool_map.py
+     python3 07_pool_map.py --bench [--rounds N] [--quick]
+The --bench mode measures what `cargo bench -p pool-map` measures, on the same
+work: the tutorial's workload scaled 100x (100x the items; 100x the work per
+item), serial vs Pool.map at the default chunksize, and a task at chunksize 1.
+At full size it takes several minutes; --quick runs it small.
 """
+import argparse
 import multiprocessing as mp
 import os
 import signal
@@ -31,8 +41,17 @@ def unlucky(x):
 
 
 def f(n):
+    """The tutorial's workload: sum(x*x for x in range(1000)), once per item."""
     total = 0
     for x in range(1000):
+        total += x * x
+    return total
+
+
+def f_100x(n):
+    """The same with 100 times the work per item."""
+    total = 0
+    for x in range(100_000):
         total += x * x
     return total
 
@@ -42,14 +61,15 @@ def identity(x):
 
 
 def killed_worker_demo():
-    pool = ctx.Pool(processes=2)
-    res = pool.apply_async(slow_square, (3,))
+    pool = ctx.Pool(processes=1)  # one worker, so the one killed holds the task
+    res = pool.apply_async(slow_square, (0,))
     time.sleep(0.05)
-    os.kill(pool._pool[0].pid, signal.SIGKILL)  # gh-96062's way; it may or may not hold our task
+    os.kill(pool._pool[0].pid, signal.SIGKILL)
     try:
         print("    after the kill, get(timeout=2) ->", res.get(timeout=2), flush=True)
     except mp.TimeoutError:
-        print("    after the kill, get(timeout=2) -> TimeoutError: without a timeout, it would wait forever", flush=True)
+        print("    after the kill, get(timeout=2) -> TimeoutError:", flush=True)
+        print("      without a timeout, it would wait forever", flush=True)
     pool.terminate()
 
 
@@ -76,34 +96,141 @@ def killed_worker_guarded():
     os.waitpid(pid, 0)
 
 
-if __name__ == "__main__":
+def timed(fn, *args):
+    t = time.perf_counter()
+    out = fn(*args)
+    return time.perf_counter() - t, out
+
+
+def timed_cpu(fn):
+    """Wall time, the share of a core this thread got, and the result."""
+    t, cpu = time.perf_counter(), time.thread_time()
+    out = fn()
+    wall = time.perf_counter() - t
+    return wall, (time.thread_time() - cpu) / wall, out
+
+
+def lesson():
     print("[1] Pool(processes=3).map(square, [1, 2, 3, 4, 5])")
     with ctx.Pool(processes=3) as pool:
         out = pool.map(square_where, [1, 2, 3, 4, 5])
-        print("   ", [v for v, _ in out], ", ".join(f"item {i} -> pid {p}" for i, (_, p) in enumerate(out, 1)))
+        print("    workers:", ", ".join(f"pid {p.pid}" for p in pool._pool))
+        print("   ", ", ".join(f"item {i} -> pid {p}" for i, (_, p) in enumerate(out, 1)))
+        print("    map ->", [v for v, _ in out])
 
-        print("[2] apply, apply_async, map_async, imap, imap_unordered")
+        print("[2] apply and apply_async")
         print("    apply(square, (10,)) ->", pool.apply(square, (10,)))
         res = pool.apply_async(slow_square, (20,))
-        print("    apply_async: ready() right away?", res.ready(), "; get(timeout=5) ->", res.get(timeout=5))
-        print("    map_async ->", pool.map_async(square, range(1, 11), chunksize=3).get())
-        print("    imap_unordered ->", sorted(pool.imap_unordered(square, range(1, 11))))
+        print("    apply_async(slow_square, (20,)): ready() ->", res.ready())
+        got = res.get(timeout=5)
+        print(f"    get(timeout=5) -> {got}; ready() -> {res.ready()};"
+              f" successful() -> {res.successful()}")
+        try:
+            pool.apply_async(slow_square, (3,)).get(timeout=0.02)
+        except mp.TimeoutError:
+            print("    get(timeout=0.02) on a 300 ms task -> TimeoutError")
 
-        print("[3] a task that raises, a worker that is killed")
+        print("[3] map_async and imap: chunks of items, and who ran them")
+        out = pool.map_async(square_where, range(1, 11), chunksize=3).get()
+        items = list(range(1, 11))
+        for at in range(0, 10, 3):
+            chunk = out[at:at + 3]
+            print(f"      task {items[at:at + 3]} -> pid {chunk[0][1]}"
+                  f" -> {[v for v, _ in chunk]}")
+        print("    imap(..., chunksize=2): ", *pool.imap(square, range(1, 11), chunksize=2))
+        print("    imap_unordered(..., 1):", *pool.imap_unordered(square, range(1, 11)))
+
+        print("[4] a task that raises fails alone")
+        it, shown = pool.imap(unlucky, range(10, 16), chunksize=1), []
+        for _ in range(6):
+            try:
+                shown.append(str(next(it)))
+            except ValueError as e:
+                shown.append("error")
+                error = e
+        print("    imap(unlucky, range(10, 16), chunksize=1):", " ".join(shown))
+        print("    the error:", repr(error))
         try:
             pool.map(unlucky, range(10, 16), chunksize=1)
         except ValueError as e:
-            print("    map raised:", e)
+            print("    map(unlucky, range(10, 16)) raises the first error:", repr(e))
+
+    print("[5] a worker killed in the middle of a task")
     killed_worker_guarded()
 
+    print("[6] close() and join()")
+    pool = ctx.Pool(processes=3)
+    queued = pool.apply_async(slow_square, (6,))
+    pool.close()
+    try:
+        pool.apply(square, (1,))
+    except ValueError as e:
+        print("    after close(): apply ->", repr(e))
+    pool.join()
+    print("    join() waited for slow_square(6) ->", queued.get(timeout=0))
+
     n = 10_000
-    print(f"[4] the seeds' benchmark: f over range({n}), {os.cpu_count()} CPUs")
-    t = time.perf_counter(); serial = [f(x) for x in range(n)]; t_serial = time.perf_counter() - t
+    print(f"[7] what it costs: the tutorial's workload, {n} items")
+    t_serial, serial = timed(lambda: [f(x) for x in range(n)])
     with ctx.Pool() as pool:
-        pool.map(f, range(100))  # warm
-        t = time.perf_counter(); par = pool.map(f, range(n)); t_pool = time.perf_counter() - t
+        pool.map(f, range(100))  # the workers are up
+        t_pool, par = timed(pool.map, f, range(n))
         assert par == serial
         trivial = list(range(20_000))
-        t = time.perf_counter(); pool.map(identity, trivial, chunksize=1); t_one = time.perf_counter() - t
-    print(f"    serial {t_serial * 1e3:.1f} ms, pool {t_pool * 1e3:.1f} ms: {t_serial / t_pool:.2f}x")
-    print(f"[5] chunksize 1: {t_one / len(trivial) * 1e6:.1f} us per task")
+        t_one, _ = timed(pool.map, identity, trivial, 1)
+        print(f"    serial {t_serial * 1e3:.1f} ms, Pool({len(pool._pool)})"
+              f" {t_pool * 1e3:.1f} ms: {t_serial / t_pool:.2f}x")
+    print(f"    a task at chunksize 1: {t_one / len(trivial) * 1e6:.1f} us"
+          f" ({len(trivial)} tasks)")
+
+
+def bench(rounds, quick):
+    """Serial vs Pool.map (default chunksize) on the tutorial's workload scaled 100x
+    both ways, and a task at chunksize 1; each the best of `rounds`."""
+    def best(fn, *args):
+        return min((timed(fn, *args) for _ in range(rounds)), key=lambda r: r[0])
+
+    print(f"07_pool_map.py --bench: Python {sys.version.split()[0]},"
+          f" {os.cpu_count()} CPUs, best of {rounds}")
+    readings = [
+        ("100x the items", f, 20_000 if quick else 1_000_000, "x below 1000 each"),
+        ("100x the work per item", f_100x, 200 if quick else 10_000,
+         "x below 100000 each"),
+    ]
+    with ctx.Pool() as pool:
+        workers = len(pool._pool)
+        pool.map(f, range(100))  # the workers are up
+        for name, fn, n, what in readings:
+            items = range(n)
+            print(f"\n{name}: {n} items, {what}", flush=True)
+            t_serial, share, serial = min(
+                (timed_cpu(lambda: [fn(x) for x in items]) for _ in range(rounds)),
+                key=lambda r: r[0])
+            t_pool, par = best(pool.map, fn, items)
+            assert par == serial
+            chunk, extra = divmod(n, workers * 4)  # Pool._map_async's rule
+            chunk += bool(extra)
+            label = f"Pool({workers}).map, chunksize {chunk}"
+            print(f"  {'serial':<32} {t_serial * 1e3:9.1f} ms {1:8.2f}x")
+            print(f"  {label:<32} {t_pool * 1e3:9.1f} ms {t_serial / t_pool:8.2f}x")
+            print(f"  serial got {share:.0%} of a core", flush=True)
+        tasks = 2_000 if quick else 20_000
+        t_one, out = best(pool.map, identity, range(tasks), 1)
+        assert out == list(range(tasks))
+        print(f"\nwhat a task costs: {tasks} trivial items (identity)")
+        print(f"  chunksize 1    {t_one / tasks * 1e6:8.2f} us per task")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bench", action="store_true",
+                    help="measure what cargo bench -p pool-map measures (minutes)")
+    ap.add_argument("--rounds", type=int, default=1, help="with --bench: best of N")
+    ap.add_argument("--quick", action="store_true", help="with --bench: small sizes")
+    args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
+    if args.bench:
+        bench(args.rounds, args.quick)
+    else:
+        lesson()
