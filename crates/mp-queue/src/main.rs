@@ -245,7 +245,7 @@ fn join_before_drain(lesson: &mut Lesson, big: usize) -> Result<()> {
     if let Joined::Killed(exit) = &joined {
         lesson.say("join first: after 2 s the child was still blocked in send: a deadlock");
         lesson.say(format!("the watchdog killed it: {exit}"));
-        lesson.broken("the parent waits for the child, the child for the parent");
+        lesson.broken("parent and child each wait for the other");
     } else {
         lesson.say("join first: the child ended: it all fit in the socket buffer");
     }
