@@ -159,7 +159,9 @@ impl ShmMutex {
         }
     }
 
-    /// Lock, waiting as long as it takes (but see [`LockError::OwnerDied`]).
+    /// Lock, waiting as long as it takes (but see [`LockError::OwnerDied`]): also as
+    /// long as a holder that is stopped (SIGSTOP) stays stopped. For a bound, use
+    /// [`ShmMutex::try_lock_for`].
     pub fn lock(&self) -> Result<ShmGuard<'_>, LockError<'_>> {
         // SAFETY: self.raw was initialised by init_in_place and never moved.
         let r = unsafe { libc::pthread_mutex_lock(self.raw.get()) };
@@ -174,6 +176,8 @@ impl ShmMutex {
     }
 
     /// Lock, or give up after `timeout` (`lock.acquire(timeout=...)` in Python).
+    /// The deadline is on the wall clock (pthread_mutex_timedlock(3p) takes a
+    /// CLOCK_REALTIME time), so a clock set back during the wait lengthens it.
     pub fn try_lock_for(&self, timeout: Duration) -> Result<ShmGuard<'_>, LockError<'_>> {
         // pthread_mutex_timedlock takes an absolute CLOCK_REALTIME deadline.
         let mut now = MaybeUninit::<libc::timespec>::uninit();

@@ -8,7 +8,7 @@ use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use crate::process::{children_left, open_fds};
+use crate::process::{list_children, list_open_fds};
 use crate::timeline::Timeline;
 
 /// Flags every lesson has.
@@ -26,7 +26,7 @@ pub struct Lesson {
     ascii: bool,
     checks: usize,
     failed: Vec<String>,
-    fds_at_start: Vec<i32>,
+    fds_at_start: Result<Vec<i32>, String>,
     started: Instant,
     step: usize,
 }
@@ -54,7 +54,7 @@ impl Lesson {
             ascii,
             checks: 0,
             failed: Vec::new(),
-            fds_at_start: open_fds(),
+            fds_at_start: list_open_fds().map_err(|e| e.to_string()),
             started: Instant::now(),
             step: 0,
         }
@@ -136,23 +136,17 @@ impl Lesson {
     /// The closing checks (no child left, no fd leaked), the summary, the exit code.
     pub fn finish(mut self) -> ExitCode {
         println!();
-        let left = children_left();
-        let left_pids: Vec<i32> = left.iter().map(|&(pid, _)| pid).collect();
-        self.check(
-            format!(
-                "no child process left behind (zombie or running): {}",
-                none_or(&left_pids)
-            ),
-            left.is_empty(),
-        );
-        let leaked: Vec<i32> = open_fds()
-            .into_iter()
-            .filter(|fd| !self.fds_at_start.contains(fd))
-            .collect();
-        self.check(
-            format!("no file descriptor leaked: {}", none_or(&leaked)),
-            leaked.is_empty(),
-        );
+        // Without /proc these checks cannot look: then they fail, saying why.
+        let left = list_children()
+            .map(|l| l.iter().map(|&(pid, _)| pid).collect())
+            .map_err(|e| e.to_string());
+        self.check_none("no child process left behind (zombie or running)", left);
+        let leaked = match (&self.fds_at_start, list_open_fds()) {
+            (Ok(start), Ok(now)) => Ok(now.into_iter().filter(|fd| !start.contains(fd)).collect()),
+            (Err(e), _) => Err(e.clone()),
+            (_, Err(e)) => Err(e.to_string()),
+        };
+        self.check_none("no file descriptor leaked", leaked);
         let secs = self.started.elapsed().as_secs_f64();
         if self.failed.is_empty() {
             println!("\nall {} claims held ({secs:.2} s)", self.checks);
@@ -168,6 +162,17 @@ impl Lesson {
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+impl Lesson {
+    /// `what: none` held; a list, or a list that could not be made, did not.
+    fn check_none(&mut self, what: &str, list: Result<Vec<i32>, String>) {
+        let (shown, held) = match &list {
+            Ok(v) => (none_or(v), v.is_empty()),
+            Err(e) => (format!("cannot tell ({e})"), false),
+        };
+        self.check(format!("{what}: {shown}"), held);
     }
 }
 

@@ -17,7 +17,20 @@
 //! Forking is refused when the process runs more than one thread: the child would
 //! get a copy of every lock those threads held (the allocator's, stdout's, yours)
 //! and nobody to release them (fork(2): after a fork in a multithreaded program the
-//! child "can safely call only async-signal-safe functions").
+//! child "can safely call only async-signal-safe functions"). The thread count comes
+//! from `/proc/self/status`; without a readable /proc, `fork` refuses
+//! ([`ProcessError::NoProc`]) rather than guess, and so do [`list_children`] and
+//! [`list_open_fds`], which the "nothing left behind" checks use.
+//!
+//! **Signals go through a pidfd.** The kit signals a child through its pidfd
+//! (pidfd_send_signal(2)), which names that process and no other, even once its PID
+//! is free and reused. A PID alone would do only while the child is unreaped.
+//!
+//! **SIGCHLD must not be ignored.** With SIGCHLD set to `SIG_IGN` (or
+//! `SA_NOCLDWAIT`), the kernel reaps children itself: there is no exit code to join
+//! and `waitpid` fails with ECHILD (sigaction(2), waitpid(2) NOTES). That setting is
+//! inherited across execve from whoever started the program, so `fork` puts SIGCHLD
+//! back to its default action before forking.
 
 use std::fmt;
 use std::fs;
@@ -29,7 +42,6 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::signal::{self, Signal};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{self, ForkResult, Pid};
 
 /// What can go wrong when forking, waiting or signalling.
@@ -47,7 +59,36 @@ pub enum ProcessError {
     /// A system call other than fork failed.
     #[error("{call} failed: {errno}")]
     Sys { call: &'static str, errno: Errno },
+    /// `/proc` could not be read, so the kit cannot check what it must.
+    #[error("cannot read {path}: {source}; the kit needs /proc (procfs) to {why}")]
+    NoProc {
+        path: &'static str,
+        why: &'static str,
+        source: io::Error,
+    },
+    /// The child did not say it had started within [`START_TIMEOUT`] (stopped
+    /// before it could, most likely); it was killed and reaped.
+    #[error(
+        "child pid {pid} did not start within {} s (stopped?); it was killed",
+        START_TIMEOUT.as_secs()
+    )]
+    NotStarted { pid: i32 },
+    /// SIGKILL did not end the child within [`KILL_GRACE`] (it sleeps
+    /// uninterruptibly, in the kernel); it is left to be reaped by init.
+    #[error(
+        "child pid {pid} did not die within {} s of SIGKILL",
+        KILL_GRACE.as_secs()
+    )]
+    Unkillable { pid: i32 },
 }
+
+/// How long [`fork`] waits for the child to say it is protected by its
+/// parent-death signal (a fresh child needs microseconds).
+pub const START_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the kit waits for a child it sent SIGKILL to die (normally
+/// microseconds; longer only in uninterruptible sleep).
+pub const KILL_GRACE: Duration = Duration::from_secs(5);
 
 /// What a child process may return, mapped to its exit code like Python's `exitcode`.
 pub trait ChildResult {
@@ -99,15 +140,6 @@ impl Exit {
             .then(|| Signal::try_from(-self.code).ok())
             .flatten()
     }
-
-    fn from_status(status: WaitStatus) -> Option<Exit> {
-        let code = match status {
-            WaitStatus::Exited(_, code) => code,
-            WaitStatus::Signaled(_, sig, _) => -(sig as i32),
-            _ => return None, // stopped/continued: we never ask for those
-        };
-        Some(Exit { code, panic: None })
-    }
 }
 
 impl fmt::Display for Exit {
@@ -127,7 +159,8 @@ impl fmt::Display for Exit {
 ///
 /// **Drop:** a child that was never joined is killed with SIGKILL and then reaped,
 /// so no zombie and no orphan outlives its handle (a lesson that fails half way
-/// leaves nothing behind). Join it first if it must finish its work.
+/// leaves nothing behind). Join it first if it must finish its work. Drop waits
+/// at most [`KILL_GRACE`] for the killed child to die.
 #[derive(Debug)]
 pub struct Child {
     pid: Pid,
@@ -141,11 +174,27 @@ pub struct Child {
 
 /// Fork a child process that runs `f`, then ends with `_exit`.
 ///
-/// Before the fork, stdout and stderr are flushed. In the child: the parent-death
+/// Before the fork, stdout and stderr are flushed (and SIGCHLD is put back to its
+/// default action if it was ignored: module docs). In the child: the parent-death
 /// signal is set to SIGKILL (if the parent dies, the child does not live on as an
 /// orphan), `f` runs under `catch_unwind`, stdout and stderr are flushed, and the
 /// child calls `_exit` with the code [`ChildResult`] gives: it never returns into the
 /// parent's code and runs none of the parent's destructors.
+///
+/// **The parent-death signal, and its one window.** PR_SET_PDEATHSIG(2const) can
+/// only be set by the child, after the fork. So `fork` does not return until the
+/// child has set it and said so on a pipe: once `fork` returns `Ok`, the child dies
+/// with its parent, however the parent ends. A child that does not say so within
+/// [`START_TIMEOUT`] (stopped by SIGSTOP before it could) is killed and reaped,
+/// and `fork` returns [`ProcessError::NotStarted`]. What remains: if the parent is
+/// itself killed *during* that wait while the child is stopped before its prctl,
+/// the child stays, stopped, as an orphan, until someone sends it SIGCONT (it then
+/// sees its parent gone and exits) or SIGKILL. When the parent's death leaves the
+/// child's process group orphaned (the usual case for a job an interactive shell
+/// started), the kernel itself sends the group SIGHUP and SIGCONT, which ends the
+/// child either way (exit(3), setpgid(2): "orphaned process group"). Nothing closes
+/// the window further: no fork flag sets the signal, and a stopped child runs no
+/// code.
 ///
 /// Memory is copied, not shared: writes in the child are invisible to the parent
 /// unless they go to a [`crate::shm`] region made before the fork.
@@ -158,10 +207,11 @@ where
     F: FnOnce() -> R,
     R: ChildResult,
 {
-    let threads = wait_until_single_threaded();
+    let threads = wait_until_single_threaded()?;
     if threads > 1 {
         return Err(ProcessError::MultiThreaded { threads });
     }
+    keep_children_joinable()?;
     // Whatever sits in the buffers now would be copied into the child and written
     // twice: once by each process.
     let _ = io::stdout().flush();
@@ -187,12 +237,16 @@ where
                 // The parent died before the prctl: nobody will ever join us.
                 exit_now(1);
             }
+            // Tell the parent we are protected now (it waits for this byte).
+            let mut report = fs::File::from(report_w);
+            if report.write_all(STARTED).is_err() {
+                exit_now(1); // the parent gave up on us
+            }
             let code = match panic::catch_unwind(AssertUnwindSafe(f)) {
                 Ok(result) => result.exit_code(),
                 Err(payload) => {
                     let msg = panic_message(&*payload);
-                    let mut w = fs::File::from(report_w);
-                    let _ = w.write_all(&msg.as_bytes()[..msg.len().min(4000)]);
+                    let _ = report.write_all(&msg.as_bytes()[..msg.len().min(4000)]);
                     1
                 }
             };
@@ -205,15 +259,20 @@ where
         ForkResult::Parent { child } => {
             // Parent: close the write end, so only the child holds it.
             drop(report_w);
-            Ok(Child {
+            let mut child = Child {
                 pid: child,
                 pidfd: pidfd_open(child),
                 report: Some(report_r),
                 exit: None,
-            })
+            };
+            child.await_start()?;
+            Ok(child)
         }
     }
 }
+
+/// What the child writes on the report pipe once its parent-death signal is set.
+const STARTED: &[u8] = b"+";
 
 impl Child {
     /// The child's process ID.
@@ -228,27 +287,18 @@ impl Child {
 
     /// Wait for the child to end and reap it (`Process.join()`).
     pub fn join(&mut self) -> Result<Exit, ProcessError> {
-        loop {
-            if let Some(exit) = &self.exit {
-                return Ok(exit.clone());
-            }
-            match waitpid(self.pid, None) {
-                Ok(status) => self.record(status),
-                Err(Errno::EINTR) => continue,
-                Err(errno) => {
-                    return Err(ProcessError::Sys {
-                        call: "waitpid",
-                        errno,
-                    });
-                }
-            }
+        while self.exit.is_none() {
+            self.reap(true)?;
         }
+        Ok(self.exit.clone().expect("reaped"))
     }
 
     /// `Process.join(timeout)`: `Some(exit)` if the child ended in time, `None` if it
     /// is still running (it is left running: see [`Child::join_or_kill`]).
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<Option<Exit>, ProcessError> {
-        let deadline = Instant::now() + timeout;
+        let Some(deadline) = Instant::now().checked_add(timeout) else {
+            return self.join().map(Some); // a timeout past any clock: no timeout
+        };
         loop {
             if self.try_reap()? {
                 return Ok(self.exit.clone());
@@ -265,13 +315,52 @@ impl Child {
     }
 
     /// The watchdog: join within `timeout`, or kill the child with SIGKILL, reap it,
-    /// and say so. This is how a lesson demonstrates a hang without hanging.
+    /// and say so. This is how a lesson demonstrates a hang without hanging. Returns
+    /// within `timeout` plus at most [`KILL_GRACE`] (a stopped child dies of SIGKILL
+    /// too; one that does not is [`ProcessError::Unkillable`]).
     pub fn join_or_kill(&mut self, timeout: Duration) -> Result<Joined, ProcessError> {
         if let Some(exit) = self.join_timeout(timeout)? {
             return Ok(Joined::Finished(exit));
         }
+        Ok(Joined::Killed(self.kill_and_reap()?))
+    }
+
+    /// SIGKILL, then reap within [`KILL_GRACE`].
+    fn kill_and_reap(&mut self) -> Result<Exit, ProcessError> {
         self.kill()?;
-        Ok(Joined::Killed(self.join()?))
+        self.join_timeout(KILL_GRACE)?
+            .ok_or(ProcessError::Unkillable { pid: self.pid() })
+    }
+
+    /// Wait (at most [`START_TIMEOUT`]) for the child's word that its parent-death
+    /// signal is set; kill and reap it if it does not come.
+    fn await_start(&mut self) -> Result<(), ProcessError> {
+        let fd = self
+            .report
+            .as_ref()
+            .expect("the report pipe is open until reaped");
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let mut byte = [0u8; 1];
+            match unistd::read(fd, &mut byte) {
+                // The word, or end of file: the child ended before saying it (it
+                // saw its parent gone, or was killed); `join` tells how.
+                Ok(_) => return Ok(()),
+                Err(Errno::EAGAIN | Errno::EINTR) => {}
+                Err(errno) => {
+                    return Err(ProcessError::Sys {
+                        call: "read",
+                        errno,
+                    });
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                self.kill_and_reap()?;
+                return Err(ProcessError::NotStarted { pid: self.pid() });
+            }
+            wait_readable(fd, left);
+        }
     }
 
     /// `Process.is_alive()`. Like Python, a finished child is reaped by asking.
@@ -290,61 +379,85 @@ impl Child {
     }
 
     fn signal(&mut self, sig: Signal) -> Result<(), ProcessError> {
-        // Until we reap it, the PID stays ours (a zombie keeps it), so this cannot hit
-        // an unrelated process that recycled the number.
         if self.exit.is_some() {
-            return Ok(());
+            return Ok(()); // reaped: its PID may name another process by now
         }
-        match signal::kill(self.pid, sig) {
+        let (call, result) = match &self.pidfd {
+            // The pidfd names this process even if the kernel reaped it behind our
+            // back and gave its PID to another (module docs): that gives ESRCH.
+            Some(fd) => ("pidfd_send_signal", pidfd_send_signal(fd, sig)),
+            // No pidfd (a kernel before 5.3): the PID, which stays ours until we
+            // reap the child, as long as SIGCHLD is not ignored (`fork` sees to it).
+            None => ("kill", signal::kill(self.pid, sig)),
+        };
+        match result {
             Ok(()) | Err(Errno::ESRCH) => Ok(()),
-            Err(errno) => Err(ProcessError::Sys {
-                call: "kill",
-                errno,
-            }),
+            Err(errno) => Err(ProcessError::Sys { call, errno }),
         }
     }
 
     /// Reap without blocking; true once the child has ended.
     fn try_reap(&mut self) -> Result<bool, ProcessError> {
-        if self.exit.is_some() {
-            return Ok(true);
+        if self.exit.is_none() {
+            self.reap(false)?;
         }
-        match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => Ok(false),
-            Ok(status) => {
-                self.record(status);
-                Ok(self.exit.is_some())
-            }
-            Err(errno) => Err(ProcessError::Sys {
-                call: "waitpid",
-                errno,
-            }),
-        }
+        Ok(self.exit.is_some())
     }
 
-    fn record(&mut self, status: WaitStatus) {
-        let Some(mut exit) = Exit::from_status(status) else {
-            return;
+    /// waitid(2) for this child (blocking, or not): records its [`Exit`] once it
+    /// has ended. Through the pidfd (`P_PIDFD`, Linux 5.4) when there is one, so
+    /// even a PID the kernel reaped and reused cannot make us reap another child.
+    fn reap(&mut self, block: bool) -> Result<(), ProcessError> {
+        let (idtype, id) = match &self.pidfd {
+            Some(fd) => (libc::P_PIDFD, fd.as_raw_fd() as libc::id_t),
+            None => (libc::P_PID, self.pid.as_raw() as libc::id_t),
         };
+        let flags = libc::WEXITED | if block { 0 } else { libc::WNOHANG };
+        // SAFETY: an all-zero siginfo_t is valid (si_pid 0 means "still running").
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid writes one siginfo_t into valid memory.
+        match Errno::result(unsafe { libc::waitid(idtype, id, &mut info, flags) }) {
+            Ok(_) => {}
+            Err(Errno::EINTR) => return Ok(()),
+            Err(errno) => {
+                return Err(ProcessError::Sys {
+                    call: "waitid",
+                    errno,
+                });
+            }
+        }
+        // SAFETY: waitid filled in a SIGCHLD siginfo_t, or left it zeroed.
+        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        if pid == 0 {
+            return Ok(()); // WNOHANG, still running
+        }
+        // Python's exitcode: the status it chose, or -N for death by signal N.
+        let code = if info.si_code == libc::CLD_EXITED {
+            status
+        } else {
+            -status
+        };
+        let mut exit = Exit { code, panic: None };
         if let Some(fd) = self.report.take() {
             // Non-blocking read: the child wrote before it died, so whatever it said is
             // in the pipe now; a grandchild holding the write end cannot make us wait.
-            let mut msg = String::new();
-            let _ = fs::File::from(fd).read_to_string(&mut msg);
+            // Lossy: the message was cut at 4000 bytes, maybe inside a character.
+            let mut msg = Vec::new();
+            let _ = fs::File::from(fd).read_to_end(&mut msg);
             if !msg.is_empty() {
-                exit.panic = Some(msg);
+                exit.panic = Some(String::from_utf8_lossy(&msg).into_owned());
             }
         }
         self.pidfd = None;
         self.exit = Some(exit);
+        Ok(())
     }
 }
 
 impl Drop for Child {
     fn drop(&mut self) {
         if self.exit.is_none() {
-            let _ = self.kill();
-            let _ = self.join();
+            let _ = self.kill_and_reap();
         }
     }
 }
@@ -359,38 +472,83 @@ pub enum Joined {
 }
 
 /// How many threads this process runs now (`Threads:` in `/proc/self/status`).
-pub fn thread_count() -> usize {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Threads:"))
-                .and_then(|n| n.trim().parse().ok())
-        })
-        .unwrap_or(1)
+pub fn thread_count() -> Result<usize, ProcessError> {
+    let path = "/proc/self/status";
+    let no_proc = |source| ProcessError::NoProc {
+        path,
+        why: "count this process's threads before a fork",
+        source,
+    };
+    fs::read_to_string(path)
+        .map_err(no_proc)?
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or_else(|| no_proc(io::Error::other("no Threads: line")))
 }
 
 /// A thread that was just joined may still be listed for a moment while the kernel
 /// finishes its exit; give it up to 100 ms before calling the process multithreaded.
-fn wait_until_single_threaded() -> usize {
+fn wait_until_single_threaded() -> Result<usize, ProcessError> {
     let deadline = Instant::now() + Duration::from_millis(100);
     loop {
-        let n = thread_count();
+        let n = thread_count()?;
         if n <= 1 || Instant::now() >= deadline {
-            return n;
+            return Ok(n);
         }
         std::thread::sleep(Duration::from_millis(1));
     }
 }
 
-/// The children of this process that still exist, live or zombie: `(pid, state)`
-/// from `/proc/*/stat`, where state `Z` is a zombie.
-pub fn children_left() -> Vec<(i32, char)> {
-    let me = std::process::id() as i32;
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return Vec::new();
+/// Put SIGCHLD back to a disposition under which children wait to be joined: not
+/// `SIG_IGN`, no `SA_NOCLDWAIT` (module docs). A handler, if any, is kept.
+fn keep_children_joinable() -> Result<(), ProcessError> {
+    let sys = |errno| ProcessError::Sys {
+        call: "sigaction",
+        errno,
     };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+    // SAFETY: a zeroed sigaction is a valid value to be overwritten; sigaction
+    // with a null new action only reads the current one into `old`.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    Errno::result(unsafe { libc::sigaction(libc::SIGCHLD, std::ptr::null(), &mut old) })
+        .map_err(sys)?;
+    if old.sa_sigaction != libc::SIG_IGN && old.sa_flags & libc::SA_NOCLDWAIT == 0 {
+        return Ok(());
+    }
+    let mut new = old;
+    if new.sa_sigaction == libc::SIG_IGN {
+        new.sa_sigaction = libc::SIG_DFL;
+    }
+    new.sa_flags &= !libc::SA_NOCLDWAIT;
+    // SAFETY: installs SIG_DFL or the handler that was already installed.
+    Errno::result(unsafe { libc::sigaction(libc::SIGCHLD, &new, std::ptr::null_mut()) })
+        .map_err(sys)?;
+    Ok(())
+}
+
+/// The children of this process that still exist, live or zombie: `(pid, state)`
+/// from `/proc/*/stat`, where state `Z` is a zombie. An error, never an empty
+/// list, when /proc cannot be read (not mounted, or not this PID namespace's).
+pub fn list_children() -> Result<Vec<(i32, char)>, ProcessError> {
+    let no_proc = |source| ProcessError::NoProc {
+        path: "/proc",
+        why: "list this process's children",
+        source,
+    };
+    let me = std::process::id() as i32;
+    let pids: Vec<i32> = fs::read_dir("/proc")
+        .map_err(no_proc)?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .collect();
+    if !pids.contains(&me) {
+        // An empty directory, or another namespace's procfs: we did not look.
+        return Err(no_proc(io::Error::other(
+            "this process is not listed there",
+        )));
+    }
+    Ok(pids
+        .into_iter()
         .filter_map(|pid| {
             let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
             // Fields after the command name (which may contain spaces and parens).
@@ -399,21 +557,36 @@ pub fn children_left() -> Vec<(i32, char)> {
             let ppid: i32 = rest.next()?.parse().ok()?;
             (ppid == me).then_some((pid, state))
         })
-        .collect()
+        .collect())
 }
 
-/// The file descriptors this process has open now (from `/proc/self/fd`).
-pub fn open_fds() -> Vec<i32> {
+/// The file descriptors this process has open now (from `/proc/self/fd`); an
+/// error, never an empty list, when /proc cannot be read.
+pub fn list_open_fds() -> Result<Vec<i32>, ProcessError> {
     let mut fds: Vec<i32> = fs::read_dir("/proc/self/fd")
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
+        .map_err(|source| ProcessError::NoProc {
+            path: "/proc/self/fd",
+            why: "list this process's open files",
+            source,
+        })?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
     // The listing itself used one fd, closed by now: keep only those still open.
     fds.retain(|&fd| nix::fcntl::fcntl(probe_fd(fd), nix::fcntl::F_GETFD).is_ok());
     fds.sort_unstable();
-    fds
+    Ok(fds)
+}
+
+/// [`list_children`] for tests: panics (the test fails) if /proc cannot be read.
+#[track_caller]
+pub fn children_left() -> Vec<(i32, char)> {
+    list_children().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`list_open_fds`] for tests: panics (the test fails) if /proc cannot be read.
+#[track_caller]
+pub fn open_fds() -> Vec<i32> {
+    list_open_fds().unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn probe_fd(fd: i32) -> std::os::fd::BorrowedFd<'static> {
@@ -429,6 +602,22 @@ fn pidfd_open(pid: Pid) -> Option<OwnedFd> {
     // harmless, they never read it, and it closes when they `_exit`.
     // SAFETY: a non-negative return is a fresh fd that nothing else owns.
     (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// pidfd_send_signal(2): signal exactly the process the pidfd refers to.
+fn pidfd_send_signal(fd: &OwnedFd, sig: Signal) -> Result<(), Errno> {
+    // SAFETY: the call takes an fd we own, a signal number, a null siginfo (the
+    // kernel then fills in what kill(2) would) and flags 0; it touches no memory.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            sig as libc::c_int,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    Errno::result(r).map(drop)
 }
 
 fn wait_readable(fd: &OwnedFd, timeout: Duration) {
