@@ -213,7 +213,7 @@ pub struct Busy {
 pub const BUSY_SHARE: f64 = 0.9;
 /// Above this share of the time with a task waiting for a CPU, the parallel runs
 /// were competing with other work (the pool's own parent adds a few percent).
-pub const BUSY_PRESSURE: f64 = 0.1;
+pub const BUSY_PRESSURE: f64 = 0.2;
 
 /// Why a measured speedup over serial cannot be read as it stands, if it cannot.
 ///
