@@ -9,8 +9,8 @@
 //! GIL lets only one thread run Python code at a time, so CPU-bound threads gain
 //! nothing; sleeping (I/O) releases it. Rust threads have no such lock.
 //!
-//! **Run.** `cargo run --release -p cpu-vs-io` (`--help` for the knobs: `--tasks 4
-//! --cpu-ms 100 --io-ms 200 --ascii`).
+//! **Run.** `cargo run -p cpu-vs-io`, with `--release` for real timings (`--help`
+//! for the knobs: `--tasks 4 --cpu-ms 100 --io-ms 200 --ascii`).
 //!
 //! **Expected output** (2 CPUs, release build; times vary; a timeline of the
 //! threads follows each table, and a `note:` line explains a speedup far from
