@@ -35,7 +35,7 @@ where
         Ok(v) => Ok(Some(v)),
         Err(TryRecvError::IpcError(IpcError::Disconnected)) => Ok(None),
         Err(TryRecvError::Empty) => bail!(
-            "nothing arrived for {} s: a sender is still open somewhere",
+            "nothing arrived for {} s: a sender is stopped or stuck, or open somewhere",
             patience.as_secs_f64()
         ),
         Err(TryRecvError::IpcError(e)) => bail!("receive failed: {e}"),

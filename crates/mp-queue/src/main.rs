@@ -127,7 +127,7 @@ fn process_vs_thread_queue(lesson: &mut Lesson, numbers: &[i64], squares: &[i64]
     lesson.check_eq("the parent got", got, List(squares));
     let claim = format!("they came from the child (pid {from}), which ended with {exit}");
     lesson.check(claim, from_child);
-
+    // The same with a thread: no fork, no serialising; the value itself moves.
     let (ttx, trx) = crossbeam_channel::unbounded::<(i32, i64)>();
     let thread_numbers = numbers.to_vec();
     let producer = spawn_thread("producer", move || {
