@@ -39,16 +39,10 @@ impl Lesson {
         println!("{rule}");
         println!("{name}: {question}");
         println!("Python twin: {python}");
-        println!(
-            "pid {}, {} CPUs available{}",
-            std::process::id(),
-            cpu_count(),
-            if cfg!(debug_assertions) {
-                " (unoptimised build: timings are slower than `--release`)"
-            } else {
-                ""
-            }
-        );
+        println!("pid {}, {} CPUs available", std::process::id(), cpu_count());
+        if cfg!(debug_assertions) {
+            println!("(unoptimised build: timings are slower than with --release)");
+        }
         println!("{rule}");
         Lesson {
             ascii,
