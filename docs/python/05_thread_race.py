@@ -38,16 +38,19 @@ def run_threads(target, *args):
 if __name__ == "__main__":
     print("[2] the counter that should reach 2 but reaches 1")
     run_threads(increment_racy, threading.Barrier(2))
-    print(f"    two threads read 0, both write 1: counter = {counter}")
+    print(f"    two threads read 0, then both write 1: counter = {counter}")
+    assert counter == 1
 
     n = 20_000
     print(f"[3] 2 threads x {n} increments")
     counter = 0
     run_threads(add_many, n)
-    print(f"    read, then write: {counter} (expected {2 * n}): lost {2 * n - counter}")
+    print(f"    read, then write: {counter} (expected {2 * n})")
+    print(f"    broken on purpose: lost {2 * n - counter} updates")
     counter = 0
     run_threads(add_many, n, threading.Lock())
     print(f"    with a Lock:      {counter} (expected {2 * n})")
+    assert counter == 2 * n
 
     print("[4] check-then-act: an account of 100, two withdrawals of 80")
     balance = 100
@@ -61,7 +64,8 @@ if __name__ == "__main__":
             balance -= amount
 
     run_threads(withdraw, 80)
-    print(f"    check, then act:  balance {balance}")
+    print(f"    check, let go, act:   balance {balance}")
+    assert balance == -60
     balance = 100
     lock = threading.Lock()
 
@@ -72,4 +76,5 @@ if __name__ == "__main__":
                 balance -= amount
 
     run_threads(withdraw_locked, 80)
-    print(f"    one lock across:  balance {balance}")
+    print(f"    one lock across both: balance {balance}")
+    assert balance == 20

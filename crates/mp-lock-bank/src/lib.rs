@@ -58,8 +58,8 @@ impl Bank {
         length.saturating_mul(3) + Duration::from_secs(5)
     }
 
-    /// The charts show the first 5 operations (and 1 ms for the start): a whole run
-    /// is too long to read.
+    /// How much of a run the charts show: about 5 operations (and 1 ms for the
+    /// start), as a whole run is too long to read.
     pub fn zoom_ns(&self) -> u64 {
         ((self.sleep + self.work) * 5).as_nanos() as u64 + 1_000_000
     }

@@ -21,7 +21,7 @@
 //!     final balance 189 (expected 200), 37 updates lost
 //!   ⚠ broken on purpose: 37 updates lost
 //!     (a process wrote back a balance the other had changed since it read it)
-//!   no lock (first 5 ops)           0                                       8.5 ms
+//!   no lock (the start)           0                                       8.5 ms
 //!     deposit   pid 19525 tid 19525 ...
 //!     withdraw  pid 19526 tid 19526 ...
 //!     both in   pid 19524 tid 19524 ...
@@ -29,7 +29,7 @@
 //!     both processes in the window at once: 15.4 ms in all
 //! [2] with the lock held across read, compute, write
 //!     final balance 200 (expected 200)
-//!   with the lock (first 5 ops)     0                                       8.5 ms
+//!   with the lock (the start)     0                                       8.5 ms
 //!     deposit   pid 19537 tid 19537 ...
 //!     withdraw  pid 19538 tid 19538 ...
 //!     both in
@@ -142,7 +142,7 @@ fn race_without_lock(lesson: &mut Lesson, bank: &Bank) -> anyhow::Result<()> {
     } else {
         lesson.say("nothing was lost this time; run again, or widen the window (--work-us)");
     }
-    lesson.timeline_until(&r.timeline, "no lock (first 5 ops)", Some(bank.zoom_ns()));
+    lesson.timeline_until(&r.timeline, "no lock (the start)", Some(r.zoom_ns));
     lesson.say(format!(
         "both processes in the window at once: {} in all",
         fmt_duration(r.both_in)
@@ -155,11 +155,7 @@ fn race_with_lock(lesson: &mut Lesson, bank: &Bank) -> anyhow::Result<()> {
     lesson.step("with the lock held across read, compute, write");
     let r = bank_run(bank, true)?;
     lesson.say(format!("final balance {} (expected {START})", r.balance));
-    lesson.timeline_until(
-        &r.timeline,
-        "with the lock (first 5 ops)",
-        Some(bank.zoom_ns()),
-    );
+    lesson.timeline_until(&r.timeline, "with the lock (the start)", Some(r.zoom_ns));
     lesson.say("the wait right before each hold: waiting while the other holds the lock");
     lesson.check_eq("balance with the lock", r.balance, START);
     lesson.check_eq("updates lost with the lock", r.lost, 0);
@@ -180,6 +176,8 @@ struct BankRun {
     timeline: Timeline,
     /// How long both processes were between reading and writing at once.
     both_in: Duration,
+    /// Where the chart ends: 5 operations' time after the start.
+    zoom_ns: u64,
 }
 
 /// Fork a depositor and a withdrawer over one shared balance, start them together,
@@ -228,6 +226,8 @@ fn bank_run(bank: &Bank, locked: bool) -> anyhow::Result<BankRun> {
         workers.push(worker.context("forking a bank worker")?);
     }
     // Parent: start both at once; wait for them, but not forever.
+    // The charts end 5 operations after the start (forking can take a while).
+    let zoom_ns = timeline.now() + bank.zoom_ns();
     go.open();
     join_all(&mut workers, bank.patience(), "the bank workers")?;
     // Drawn by the parent: when both were between reading and writing at once.
@@ -237,6 +237,7 @@ fn bank_run(bank: &Bank, locked: bool) -> anyhow::Result<BankRun> {
         lost: lost.get(),
         timeline,
         both_in,
+        zoom_ns,
     })
 }
 

@@ -63,20 +63,22 @@ fn the_charts_show_the_race_and_the_waiting() {
             "{lane} held a lock\n{off}"
         );
     }
-    // With it: the `both in` row is empty, each worker holds (=) and, while the
+    // With it: the `both in` row is empty, a worker holds (=) and, while the
     // other holds, waits (-): there is no sleep here, so every `-` is a lock wait.
     let on = run(BIN, &[&busy[..], &["--lock", "on"]].concat(), LIMIT);
     on.assert_success();
     assert_eq!(on.expect_line("    both in").trim(), "both in", "\n{on}");
-    for lane in ["deposit", "withdraw"] {
-        let row = bars(&on, lane)[0];
-        assert!(
-            row.contains('=') && !row.contains('#'),
-            "{lane}: {row}\n{on}"
-        );
-    }
-    let waits = bars(&on, "deposit")[0].contains('-') || bars(&on, "withdraw")[0].contains('-');
-    assert!(waits, "no lock wait drawn\n{on}");
+    // (A busy machine may keep one worker off the CPU for the whole chart.)
+    let rows = [bars(&on, "deposit")[0], bars(&on, "withdraw")[0]];
+    assert!(
+        rows.iter().all(|r| !r.contains('#')),
+        "running unlocked\n{on}"
+    );
+    assert!(rows.iter().any(|r| r.contains('=')), "no hold drawn\n{on}");
+    assert!(
+        rows.iter().any(|r| r.contains('-')),
+        "no lock wait drawn\n{on}"
+    );
 }
 
 #[test]
