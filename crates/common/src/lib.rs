@@ -2,6 +2,7 @@
 //! a few minutes per file.
 //!
 //! - [`process`]: fork a child that runs a closure, join it, Python-style exit codes.
+//! - [`procfs`]: what /proc says: threads, children left, open fds (fails closed).
 //! - [`shm`]: memory that is really shared with forked children (`memfd` +
 //!   `MAP_SHARED`), with typed [`shm::Value`] and [`shm::Array`] like
 //!   `multiprocessing.Value` and `multiprocessing.Array`.
@@ -26,6 +27,7 @@ pub mod ipc;
 pub mod lock;
 pub mod output;
 pub mod process;
+pub mod procfs;
 pub mod shm;
 pub mod testkit;
 pub mod timeline;

@@ -44,6 +44,8 @@ use nix::fcntl::OFlag;
 use nix::sys::signal::{self, Signal};
 use nix::unistd::{self, ForkResult, Pid};
 
+pub use crate::procfs::{children_left, list_children, list_open_fds, open_fds, thread_count};
+
 /// What can go wrong when forking, waiting or signalling.
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
@@ -471,22 +473,6 @@ pub enum Joined {
     Killed(Exit),
 }
 
-/// How many threads this process runs now (`Threads:` in `/proc/self/status`).
-pub fn thread_count() -> Result<usize, ProcessError> {
-    let path = "/proc/self/status";
-    let no_proc = |source| ProcessError::NoProc {
-        path,
-        why: "count this process's threads before a fork",
-        source,
-    };
-    fs::read_to_string(path)
-        .map_err(no_proc)?
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|n| n.trim().parse().ok())
-        .ok_or_else(|| no_proc(io::Error::other("no Threads: line")))
-}
-
 /// A thread that was just joined may still be listed for a moment while the kernel
 /// finishes its exit; give it up to 100 ms before calling the process multithreaded.
 fn wait_until_single_threaded() -> Result<usize, ProcessError> {
@@ -525,74 +511,6 @@ fn keep_children_joinable() -> Result<(), ProcessError> {
     Errno::result(unsafe { libc::sigaction(libc::SIGCHLD, &new, std::ptr::null_mut()) })
         .map_err(sys)?;
     Ok(())
-}
-
-/// The children of this process that still exist, live or zombie: `(pid, state)`
-/// from `/proc/*/stat`, where state `Z` is a zombie. An error, never an empty
-/// list, when /proc cannot be read (not mounted, or not this PID namespace's).
-pub fn list_children() -> Result<Vec<(i32, char)>, ProcessError> {
-    let no_proc = |source| ProcessError::NoProc {
-        path: "/proc",
-        why: "list this process's children",
-        source,
-    };
-    let me = std::process::id() as i32;
-    let pids: Vec<i32> = fs::read_dir("/proc")
-        .map_err(no_proc)?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .collect();
-    if !pids.contains(&me) {
-        // An empty directory, or another namespace's procfs: we did not look.
-        return Err(no_proc(io::Error::other(
-            "this process is not listed there",
-        )));
-    }
-    Ok(pids
-        .into_iter()
-        .filter_map(|pid| {
-            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // Fields after the command name (which may contain spaces and parens).
-            let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
-            let state = rest.next()?.chars().next()?;
-            let ppid: i32 = rest.next()?.parse().ok()?;
-            (ppid == me).then_some((pid, state))
-        })
-        .collect())
-}
-
-/// The file descriptors this process has open now (from `/proc/self/fd`); an
-/// error, never an empty list, when /proc cannot be read.
-pub fn list_open_fds() -> Result<Vec<i32>, ProcessError> {
-    let mut fds: Vec<i32> = fs::read_dir("/proc/self/fd")
-        .map_err(|source| ProcessError::NoProc {
-            path: "/proc/self/fd",
-            why: "list this process's open files",
-            source,
-        })?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    // The listing itself used one fd, closed by now: keep only those still open.
-    fds.retain(|&fd| nix::fcntl::fcntl(probe_fd(fd), nix::fcntl::F_GETFD).is_ok());
-    fds.sort_unstable();
-    Ok(fds)
-}
-
-/// [`list_children`] for tests: panics (the test fails) if /proc cannot be read.
-#[track_caller]
-pub fn children_left() -> Vec<(i32, char)> {
-    list_children().unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// [`list_open_fds`] for tests: panics (the test fails) if /proc cannot be read.
-#[track_caller]
-pub fn open_fds() -> Vec<i32> {
-    list_open_fds().unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn probe_fd(fd: i32) -> std::os::fd::BorrowedFd<'static> {
-    // SAFETY: used only for an F_GETFD probe, which is harmless on a closed or
-    // reused fd (it reports EBADF or the flags); nothing is read, written or closed.
-    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
 }
 
 fn pidfd_open(pid: Pid) -> Option<OwnedFd> {
