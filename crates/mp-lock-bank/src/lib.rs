@@ -13,7 +13,7 @@ use anyhow::{Context, anyhow, bail};
 use common::fork;
 use common::lock::{LockError, ShmMutex};
 use common::process::{Child, Exit, children_left};
-use common::shm::{Gate, RawValue, Value};
+use common::shm::{Array, Gate, RawValue, Value};
 use common::timeline::{Kind, Lane, Timeline, fmt_duration};
 
 /// The longest bank run the flags may ask for (ops x (sleep + work)).
@@ -192,6 +192,9 @@ pub struct Counted {
     pub wall: Duration,
     /// The counter at the end: `procs x n` when no increment was lost.
     pub total: i64,
+    /// The share of `wall` during which every process was counting: near 1 when
+    /// they really contended, low when a busy machine ran them one after another.
+    pub together: f64,
 }
 
 impl Counted {
@@ -207,14 +210,19 @@ impl Counted {
 pub fn count_increments(procs: usize, n: u64, way: Way) -> anyhow::Result<Counted> {
     let counter = Value::<i64>::new(0)?;
     let go = Gate::new()?;
+    // When each worker started and stopped counting, in ns since `epoch` (an
+    // Instant is CLOCK_MONOTONIC: one clock for every process).
+    let marks = Array::<i64>::new(2 * procs)?;
+    let epoch = Instant::now();
     let mut workers = Vec::with_capacity(procs);
-    for _ in 0..procs {
-        let (counter, go) = (&counter, &go);
+    for i in 0..procs {
+        let (counter, go, marks) = (&counter, &go, &marks);
         let worker = fork(move || -> anyhow::Result<()> {
             // Child: wait for the start, then count.
             if !go.wait(START_PATIENCE) {
                 bail!("never told to start");
             }
+            marks.set(2 * i, epoch.elapsed().as_nanos() as i64);
             for _ in 0..n {
                 match way {
                     Way::Locked => {
@@ -226,6 +234,7 @@ pub fn count_increments(procs: usize, n: u64, way: Way) -> anyhow::Result<Counte
                     }
                 }
             }
+            marks.set(2 * i + 1, epoch.elapsed().as_nanos() as i64);
             Ok(())
         });
         workers.push(worker.context("forking a counting worker")?);
@@ -235,9 +244,15 @@ pub fn count_increments(procs: usize, n: u64, way: Way) -> anyhow::Result<Counte
     let t = Instant::now();
     go.open();
     join_all(&mut workers, limit, "the counting workers")?;
+    let wall = t.elapsed();
+    let marks = marks.to_vec();
+    let last_start = marks.iter().step_by(2).max().copied().unwrap_or(0);
+    let first_end = marks.iter().skip(1).step_by(2).min().copied().unwrap_or(0);
+    let all_in = Duration::from_nanos(first_end.saturating_sub(last_start).max(0) as u64);
     Ok(Counted {
-        wall: t.elapsed(),
+        wall,
         total: counter.get(),
+        together: all_in.as_secs_f64() / wall.as_secs_f64().max(1e-9),
     })
 }
 
