@@ -166,8 +166,9 @@ impl fmt::Display for Exit {
 #[derive(Debug)]
 pub struct Child {
     pid: Pid,
-    /// A pidfd (Linux 5.3+): becomes readable when the child exits; `join_timeout`
-    /// sleeps on it instead of polling.
+    /// A pidfd (Linux 5.3+), opened while the child was surely unreaped, so it
+    /// names this child for good: signals and waits go through it, and it becomes
+    /// readable when the child exits (`join_timeout` sleeps on it).
     pidfd: Option<OwnedFd>,
     /// Read end of a pipe on which the child writes its panic message.
     report: Option<OwnedFd>,
@@ -421,6 +422,11 @@ impl Child {
         match Errno::result(unsafe { libc::waitid(idtype, id, &mut info, flags) }) {
             Ok(_) => {}
             Err(Errno::EINTR) => return Ok(()),
+            // Linux 5.3 has pidfds but not P_PIDFD: use the PID from now on.
+            Err(Errno::EINVAL) if idtype == libc::P_PIDFD => {
+                self.pidfd = None;
+                return Ok(());
+            }
             Err(errno) => {
                 return Err(ProcessError::Sys {
                     call: "waitid",
