@@ -62,11 +62,12 @@ pub enum ProcessError {
     #[error("{call} failed: {errno}")]
     Sys { call: &'static str, errno: Errno },
     /// `/proc` could not be read, so the kit cannot check what it must.
-    #[error("cannot read {path}: {source}; the kit needs /proc (procfs) to {why}")]
+    #[error("cannot read {path}: {error}; the kit needs /proc (procfs) to {why}")]
     NoProc {
         path: &'static str,
         why: &'static str,
-        source: io::Error,
+        // Not a `#[source]`: the message already says it, once.
+        error: io::Error,
     },
     /// The child did not say it had started within [`START_TIMEOUT`] (stopped
     /// before it could, most likely); it was killed and reaped.

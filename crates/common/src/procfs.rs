@@ -16,10 +16,10 @@ use crate::process::ProcessError;
 /// How many threads this process runs now (`Threads:` in `/proc/self/status`).
 pub fn thread_count() -> Result<usize, ProcessError> {
     let path = "/proc/self/status";
-    let no_proc = |source| ProcessError::NoProc {
+    let no_proc = |error| ProcessError::NoProc {
         path,
         why: "count this process's threads before a fork",
-        source,
+        error,
     };
     fs::read_to_string(path)
         .map_err(no_proc)?
@@ -33,10 +33,10 @@ pub fn thread_count() -> Result<usize, ProcessError> {
 /// from `/proc/*/stat`, where state `Z` is a zombie. An error, never an empty
 /// list, when /proc cannot be read (not mounted, or not this PID namespace's).
 pub fn list_children() -> Result<Vec<(i32, char)>, ProcessError> {
-    let no_proc = |source| ProcessError::NoProc {
+    let no_proc = |error| ProcessError::NoProc {
         path: "/proc",
         why: "list this process's children",
-        source,
+        error,
     };
     let me = std::process::id() as i32;
     let pids: Vec<i32> = fs::read_dir("/proc")
@@ -66,10 +66,10 @@ pub fn list_children() -> Result<Vec<(i32, char)>, ProcessError> {
 /// error, never an empty list, when /proc cannot be read.
 pub fn list_open_fds() -> Result<Vec<i32>, ProcessError> {
     let mut fds: Vec<i32> = fs::read_dir("/proc/self/fd")
-        .map_err(|source| ProcessError::NoProc {
+        .map_err(|error| ProcessError::NoProc {
             path: "/proc/self/fd",
             why: "list this process's open files",
-            source,
+            error,
         })?
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect();
