@@ -58,10 +58,13 @@ impl Bank {
         length.saturating_mul(3) + Duration::from_secs(5)
     }
 
-    /// How much of a run the charts show: about 5 operations (and 1 ms for the
-    /// start), as a whole run is too long to read.
-    pub fn zoom_ns(&self) -> u64 {
-        ((self.sleep + self.work) * 5).as_nanos() as u64 + 1_000_000
+    /// Where a run's chart ends (in the timeline's ns): some 5 operations after
+    /// `start`, or later, up to 20, so that the first overlap of the two workers,
+    /// if there was one, is in the picture. A whole run is too long to read.
+    pub fn chart_end(&self, start: u64, first_overlap_end: Option<u64>) -> u64 {
+        let op = (self.sleep + self.work).as_nanos() as u64;
+        let (short, long) = (start + 5 * op + 1_000_000, start + 20 * op + 1_000_000);
+        first_overlap_end.map_or(short, |end| (end + op).clamp(short, long))
     }
 }
 

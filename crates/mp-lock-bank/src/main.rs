@@ -142,7 +142,7 @@ fn race_without_lock(lesson: &mut Lesson, bank: &Bank) -> anyhow::Result<()> {
     } else {
         lesson.say("nothing was lost this time; run again, or widen the window (--work-us)");
     }
-    lesson.timeline_until(&r.timeline, "no lock (the start)", Some(r.zoom_ns));
+    lesson.timeline_until(&r.timeline, "no lock (the start)", Some(r.chart_end));
     lesson.say(format!(
         "both processes in the window at once: {} in all",
         fmt_duration(r.both_in)
@@ -155,7 +155,7 @@ fn race_with_lock(lesson: &mut Lesson, bank: &Bank) -> anyhow::Result<()> {
     lesson.step("with the lock held across read, compute, write");
     let r = bank_run(bank, true)?;
     lesson.say(format!("final balance {} (expected {START})", r.balance));
-    lesson.timeline_until(&r.timeline, "with the lock (the start)", Some(r.zoom_ns));
+    lesson.timeline_until(&r.timeline, "with the lock (the start)", Some(r.chart_end));
     lesson.say("the wait right before each hold: waiting while the other holds the lock");
     lesson.check_eq("balance with the lock", r.balance, START);
     lesson.check_eq("updates lost with the lock", r.lost, 0);
@@ -176,8 +176,8 @@ struct BankRun {
     timeline: Timeline,
     /// How long both processes were between reading and writing at once.
     both_in: Duration,
-    /// Where the chart ends: 5 operations' time after the start.
-    zoom_ns: u64,
+    /// Where the chart ends: a few operations after the start.
+    chart_end: u64,
 }
 
 /// Fork a depositor and a withdrawer over one shared balance, start them together,
@@ -226,18 +226,18 @@ fn bank_run(bank: &Bank, locked: bool) -> anyhow::Result<BankRun> {
         workers.push(worker.context("forking a bank worker")?);
     }
     // Parent: start both at once; wait for them, but not forever.
-    // The charts end 5 operations after the start (forking can take a while).
-    let zoom_ns = timeline.now() + bank.zoom_ns();
+    let start = timeline.now(); // the chart's zoom counts from here, not the fork
     go.open();
     join_all(&mut workers, bank.patience(), "the bank workers")?;
     // Drawn by the parent: when both were between reading and writing at once.
     let both_in = mark_overlaps(&timeline, deposit, withdraw, both);
+    let first_overlap = timeline.lane_spans(both).first().map(|s| s.end);
     Ok(BankRun {
         balance: balance.get(),
         lost: lost.get(),
         timeline,
         both_in,
-        zoom_ns,
+        chart_end: bank.chart_end(start, first_overlap),
     })
 }
 
