@@ -83,6 +83,10 @@ pub enum ProcessError {
         KILL_GRACE.as_secs()
     )]
     Unkillable { pid: i32 },
+    /// [`Child::join_within`]: the child did not end in time (stuck, or stopped
+    /// with SIGSTOP); it was killed and reaped.
+    #[error("child pid {pid} did not end within {secs} s (stopped or stuck); it was killed")]
+    Stuck { pid: i32, secs: f64 },
 }
 
 /// How long [`fork`] waits for the child to say it is protected by its
@@ -327,6 +331,20 @@ impl Child {
             return Ok(Joined::Finished(exit));
         }
         Ok(Joined::Killed(self.kill_and_reap()?))
+    }
+
+    /// `join`, bounded: the exit of a child that ends within `patience`, or, for
+    /// one that does not (stuck, or stopped by SIGSTOP), kill it, reap it and
+    /// return [`ProcessError::Stuck`]. What a lesson uses where the child should
+    /// simply finish, so that no stopped peer can hold the lesson.
+    pub fn join_within(&mut self, patience: Duration) -> Result<Exit, ProcessError> {
+        match self.join_or_kill(patience)? {
+            Joined::Finished(exit) => Ok(exit),
+            Joined::Killed(_) => Err(ProcessError::Stuck {
+                pid: self.pid(),
+                secs: patience.as_secs_f64(),
+            }),
+        }
     }
 
     /// SIGKILL, then reap within [`KILL_GRACE`].

@@ -54,7 +54,7 @@ fn run_all_leaves_processes_it_did_not_start_alone() {
 /// A lesson killed from outside is reported as killed, not as a timeout.
 #[test]
 fn run_all_names_a_kill_a_kill() {
-    let mut run = Command::new("bash")
+    let run = Command::new("bash")
         .arg(root().join("scripts/run_all.sh"))
         .args(["--only", "mp-queue", "--", "--ascii"])
         .stdin(Stdio::null())

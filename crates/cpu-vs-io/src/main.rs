@@ -49,6 +49,9 @@ use cpu_vs_io::{
     Bound, Sample, compute, cpu_time, reading, serial_was_starved, steps_per_ms, summary,
 };
 
+/// How long a worker process may take before it counts as stuck (stopped, say).
+const PATIENCE: Duration = Duration::from_secs(20);
+
 #[derive(Parser, Debug)]
 #[command(about = "CPU-bound and I/O-bound work, serial vs threads vs processes")]
 struct Args {
@@ -271,7 +274,7 @@ fn measure(mode: Mode, work: Work, tasks: usize) -> anyhow::Result<Measured> {
             }
             // Parent: join every child; a failed one stops the lesson.
             for c in &mut children {
-                let exit = c.join()?;
+                let exit = c.join_within(PATIENCE)?;
                 if !exit.success() {
                     bail!("a worker process failed: {exit}");
                 }

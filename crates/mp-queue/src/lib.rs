@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
 use common::fork;
-use common::process::{Child, Exit, Joined};
+use common::process::Child;
 use common::shm::Gate;
 use ipc_channel::ipc::{IpcReceiver, IpcSender};
 use ipc_channel::{IpcError, TryRecvError};
@@ -52,19 +52,6 @@ where
         all.push(v);
     }
     Ok(all)
-}
-
-/// Join `child` within `patience`. A child that does not end in time (stuck, or
-/// stopped with SIGSTOP) is killed, reaped, and reported as an error.
-pub fn join_within(child: &mut Child, patience: Duration) -> anyhow::Result<Exit> {
-    match child.join_or_kill(patience)? {
-        Joined::Finished(exit) => Ok(exit),
-        Joined::Killed(_) => bail!(
-            "child pid {} did not end within {} s (stopped or stuck); it was killed",
-            child.pid(),
-            patience.as_secs_f64()
-        ),
-    }
 }
 
 /// Send `len` bytes of `b'X'` (Python's `'X' * len`) in pieces of [`PIECE`].

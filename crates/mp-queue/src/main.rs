@@ -49,7 +49,7 @@ use common::process::Joined;
 use common::shm::Gate;
 use common::{Lesson, fork};
 use ipc_channel::{TryRecvError, ipc};
-use mp_queue::{Arrival, fork_big_sender, fork_slow_sender, join_within, spawn_thread};
+use mp_queue::{Arrival, fork_big_sender, fork_slow_sender, spawn_thread};
 use mp_queue::{recv_all, recv_big, recv_or_end};
 
 #[derive(Parser, Debug)]
@@ -117,7 +117,7 @@ fn process_vs_thread_queue(lesson: &mut Lesson, numbers: &[i64], squares: &[i64]
     })?;
     // Parent: q.get() until the child's sender, the only one, is gone.
     let (mut pids, got): (Vec<u32>, Vec<i64>) = recv_all(&rx, BOUND)?.into_iter().unzip();
-    let exit = join_within(&mut child, BOUND)?;
+    let exit = child.join_within(BOUND)?;
     pids.dedup();
     let from_child = pids == [child.pid() as u32] && exit.success();
     let from = pids.first().copied().unwrap_or_default();
@@ -162,7 +162,7 @@ fn crossbeam_across_fork(lesson: &mut Lesson, squares: &[i64]) -> Result<()> {
     })?;
     // Parent: waits for a value that lives in another address space.
     let arrived = crx.recv_timeout(PATIENCE);
-    join_within(&mut child, BOUND)?;
+    child.join_within(BOUND)?;
     drop(keep);
     let (ms, held) = (PATIENCE.as_millis(), crx.len());
     let line = format!("parent: nothing arrived in {ms} ms; its channel holds {held}");
@@ -196,7 +196,7 @@ fn end_of_stream(lesson: &mut Lesson, squares: &[i64]) -> Result<()> {
     lesson.check_eq("the empty()-loop got", early, List(&[]));
     // (b) Receive until every sender is gone.
     let all: Vec<i64> = recv_all(&rx, BOUND)?.into_iter().flatten().collect();
-    join_within(&mut child, BOUND)?;
+    child.join_within(BOUND)?;
     let all = List(&all);
     lesson.say(format!("until every sender is gone: got {all}"));
     lesson.check_eq("received until the senders closed", all, List(squares));
@@ -207,7 +207,7 @@ fn end_of_stream(lesson: &mut Lesson, squares: &[i64]) -> Result<()> {
     while let Some(Some(v)) = recv_or_end(&rx, BOUND)? {
         until_none.push(v);
     }
-    join_within(&mut child, BOUND)?;
+    child.join_within(BOUND)?;
     let until_none = List(&until_none);
     lesson.say(format!("until the None sentinel:    got {until_none}"));
     lesson.check_eq("received until the sentinel", until_none, List(squares));
@@ -219,7 +219,7 @@ fn end_of_stream(lesson: &mut Lesson, squares: &[i64]) -> Result<()> {
     while n < squares.len() && recv_or_end(&rx, BOUND)?.is_some() {
         n += 1;
     }
-    let exit = join_within(&mut child, BOUND)?; // the child sent everything, and is gone...
+    let exit = child.join_within(BOUND)?; // the child sent everything, and is gone...
     // ...yet the stream does not end: the parent's own sender keeps it open.
     let ended = !matches!(rx.try_recv_timeout(PATIENCE), Err(TryRecvError::Empty));
     drop(kept);
@@ -257,7 +257,7 @@ fn join_before_drain(lesson: &mut Lesson, big: usize) -> Result<()> {
     // A child that stops sending is an error; dropping its handle kills and reaps it.
     let stalled = || format!("drain first: child pid {pid} stalled and was killed");
     let got = recv_big(&rx, BOUND).with_context(stalled)?;
-    let exit = join_within(&mut child, BOUND)?;
+    let exit = child.join_within(BOUND)?;
     let line = format!("drain first: got {got} bytes from pid {pid}, then joined");
     lesson.say(format!("{line}: {exit}"));
     let claim = format!("drain first: all {big} bytes arrived, then exitcode 0");
@@ -287,7 +287,7 @@ fn several_producers(lesson: &mut Lesson, producers: u8) -> Result<()> {
     drop(tx); // the parent's own sender: without this, the stream never ends
     let arrival = recv_all(&rx, BOUND)?;
     for c in &mut children {
-        join_within(c, BOUND)?;
+        c.join_within(BOUND)?;
     }
     let arrival = Arrival::of(&arrival, producers, 5);
     lesson.say(format!("arrival: {}", arrival.names.join(" ")));

@@ -93,6 +93,8 @@ enum Mode {
 
 /// Starts and joins per kind in the "what it costs" step.
 const STARTS: u32 = 100;
+/// How long a child may take before it counts as stuck (stopped, say).
+const PATIENCE: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
     common::output::main(run)
@@ -244,11 +246,13 @@ fn two_processes(lesson: &mut Lesson, job: &Job) -> anyhow::Result<()> {
         });
         children.push(child.context("forking a worker")?);
     }
-    // Parent: wait for both, recording the wait; keep their exit codes.
+    // Parent: wait for both, recording the wait; keep their exit codes. Bounded:
+    // a child that is stopped or stuck is killed and reported, never waited on
+    // forever.
     let codes = c.tl.span(c.main, Kind::Wait, || -> Result<Vec<i32>, _> {
         children
             .iter_mut()
-            .map(|ch| ch.join().map(|e| e.code))
+            .map(|ch| ch.join_within(PATIENCE).map(|e| e.code))
             .collect()
     })?;
     lesson.say(wall_line(t.elapsed(), job.one_list()));
@@ -280,7 +284,9 @@ fn what_it_costs(lesson: &mut Lesson) -> anyhow::Result<()> {
     let (t, mut failed) = (Instant::now(), 0);
     for _ in 0..STARTS {
         // Child: does nothing and exits 0. Parent: joins it at once.
-        let exit = fork(|| ()).context("forking a worker")?.join()?;
+        let exit = fork(|| ())
+            .context("forking a worker")?
+            .join_within(PATIENCE)?;
         failed += u32::from(!exit.success());
     }
     let process = t.elapsed() / STARTS;
