@@ -5,7 +5,7 @@
 //! lock, and what happens when a process dies holding the lock?
 //!
 //! **Python twin** (`docs/python/06_mp_lock_bank.py`): `multiprocessing.Value('i',
-//! 200)`, two `Process`es running `deposit` and `withdraw`, with and without
+//! 200)`, two `Process`es running `transact` (+1 and -1), with and without
 //! `multiprocessing.Lock()`. In Rust the balance is a `common::shm::Value<i64>` in a
 //! `MAP_SHARED` memfd, and the lock is a robust `PTHREAD_PROCESS_SHARED` mutex living
 //! next to it (`get_lock()`).
