@@ -38,6 +38,18 @@ fn with_the_lock_no_update_is_lost_in_any_run() {
     }
 }
 
+/// The unlocked race is reported in every run, also when nothing was lost.
+#[test]
+fn one_increment_each_still_reports_the_race() {
+    let r = run(BIN, &["--increments", "1"], LIMIT);
+    r.assert_success().assert_all_checks_held();
+    let lost = r.expect_line("!! broken on purpose: lost");
+    if lost.contains("lost 0 updates") {
+        r.expect_line("none this time: the race needs both processes running at once");
+    }
+    r.assert_expected_output(include_str!("../src/main.rs"));
+}
+
 #[test]
 fn other_values_and_a_longer_array() {
     let args = ["--numbers", "5,-6", "--value", "-1.5", "--array-len", "4"];
