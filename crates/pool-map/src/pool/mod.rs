@@ -1,0 +1,292 @@
+//! A process pool with Python's vocabulary, on forked workers and `ipc-channel`.
+//!
+//! ```no_run
+//! use pool_map::Pool;
+//! fn square(x: u64) -> u64 { x * x }
+//! let pool = Pool::new(3)?;
+//! assert_eq!(pool.map(square, vec![1, 2, 3, 4, 5])?, vec![1, 4, 9, 16, 25]);
+//! # Ok::<(), pool_map::PoolError>(())
+//! ```
+//!
+//! **How it works.** `Pool::new(n)` forks `n` workers. Each has its own task channel
+//! and a clone of one result channel back to the parent: in ipc-channel only
+//! `IpcSender` implements `Clone` (its `src/ipc.rs`), so a channel has many senders
+//! and one receiver, and workers cannot share one task queue. A task is a *function
+//! pointer* and its serialised arguments: after `fork` the worker runs the same
+//! executable at the same addresses, so the parent's `fn` pointer is valid there
+//! (that is what the `fork` start method buys; a spawned interpreter would need the
+//! function by name, as pickle does). Arguments and results cross as postcard bytes.
+//!
+//! **No background thread.** Python's `Pool` has three helper threads. This one has
+//! none, because a thread in the parent would forbid forking a replacement worker
+//! (see `common::process`). It makes progress whenever you call into it: submitting,
+//! `get`, `ready`, `wait`, iterating `imap`. Between calls, the workers finish the
+//! batch they hold.
+//!
+//! **Batches.** Tasks travel to an idle worker in batches (at most one batch in
+//! flight per worker, so neither side ever blocks sending to the other): many small
+//! ones while much is pending, down to one at a time at the end for balance. Each
+//! task still runs, succeeds and fails on its own. `chunksize` is the other thing:
+//! how many *items* make one task (Python's meaning, gh-68663).
+//!
+//! **Failures.** A task that panics fails with the panic message; the worker goes
+//! on. A worker that dies (a signal, `_exit`) is noticed within about 10 ms: the
+//! tasks it held fail with [`PoolError::WorkerDied`] and a new worker is forked in
+//! its place. Python's `Pool` replaces the worker too, but loses the task, and a
+//! `get()` without timeout then waits forever (gh-66587). If a replacement cannot be
+//! forked (for example because the process now runs threads), the pool reports
+//! itself [`PoolError::Broken`] and fails everything still pending.
+//!
+//! **Drop.** Dropping the `Pool` terminates it, as leaving Python's `with Pool()`
+//! block does: workers are killed and reaped, unfinished tasks fail with
+//! [`PoolError::Terminated`]. Call `close()` then `join()` to let them finish.
+//!
+//! The parts: `worker.rs` is the worker's side (the messages, and the loop that runs
+//! tasks); `dispatch.rs` the parent's (handing out batches, taking results in,
+//! replacing dead workers); `results.rs` the handles ([`AsyncResult`], [`Imap`]).
+//! This file is the API.
+
+mod dispatch;
+mod results;
+mod worker;
+
+use std::cell::{RefCell, RefMut};
+use std::rc::Rc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use common::process::ProcessError;
+use dispatch::{Inner, State};
+pub use results::{AsyncResult, Imap};
+use results::{Inbox, gather_all, gather_one};
+
+/// What may cross between the parent and a worker: arguments and results are
+/// serialised, and the pool holds them past any borrow.
+pub trait Wire: Serialize + DeserializeOwned + 'static {}
+impl<T: Serialize + DeserializeOwned + 'static> Wire for T {}
+
+/// Everything that can go wrong with a pool or one of its tasks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    #[error("a pool needs at least 1 process, got 0")]
+    NoProcesses,
+    #[error("chunksize must be at least 1, got 0")]
+    ZeroChunksize,
+    #[error("the pool is closed: it takes no new tasks (Python: ValueError: Pool not running)")]
+    Closed,
+    #[error("the pool was terminated")]
+    Terminated,
+    #[error("the pool is still running: call close() before join()")]
+    StillRunning,
+    #[error("the task panicked in worker pid {pid}: {message}")]
+    TaskPanicked { pid: i32, message: String },
+    #[error("worker pid {pid} died ({exit}) while it held this task")]
+    WorkerDied { pid: i32, exit: String },
+    #[error("no result within {0:?} (the task goes on running)")]
+    Timeout(Duration),
+    #[error("the pool is broken: {0}")]
+    Broken(String),
+    #[error("could not encode or decode a task: {0}")]
+    Codec(String),
+}
+
+impl From<ProcessError> for PoolError {
+    fn from(e: ProcessError) -> Self {
+        PoolError::Broken(e.to_string())
+    }
+}
+
+/// Python's default `chunksize` for `map` (CPython `Pool._map_async`):
+/// `ceil(len / (4 * workers))`, and 0 items make 0 chunks.
+pub fn default_chunksize(len: usize, workers: usize) -> usize {
+    len.div_ceil(workers.max(1).saturating_mul(4))
+}
+
+/// A pool of worker processes. See the module docs.
+pub struct Pool {
+    inner: Rc<RefCell<Inner>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pool({} workers)", self.processes())
+    }
+}
+
+impl Pool {
+    /// `Pool(processes)`: fork `processes` workers now.
+    pub fn new(processes: usize) -> Result<Pool, PoolError> {
+        if processes == 0 {
+            return Err(PoolError::NoProcesses);
+        }
+        let inner = Inner::start(processes)?;
+        Ok(Pool {
+            inner: Rc::new(RefCell::new(inner)),
+        })
+    }
+
+    /// `Pool()`: one worker per CPU.
+    pub fn with_cpu_count() -> Result<Pool, PoolError> {
+        Pool::new(common::output::cpu_count())
+    }
+
+    fn lock(&self) -> RefMut<'_, Inner> {
+        self.inner.borrow_mut()
+    }
+
+    /// The workers' PIDs now (a replaced worker has a new one).
+    pub fn worker_pids(&self) -> Vec<i32> {
+        self.inner.borrow().worker_pids()
+    }
+
+    /// How many workers have died and been replaced.
+    pub fn replaced(&self) -> usize {
+        self.inner.borrow().replaced
+    }
+
+    pub fn processes(&self) -> usize {
+        self.inner.borrow().processes()
+    }
+
+    /// Queue `items` as tasks of `chunksize` items each, to be answered in one inbox.
+    fn submit<A: Wire, R: Wire>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+        chunksize: usize,
+    ) -> Result<Rc<Inbox>, PoolError> {
+        if chunksize == 0 {
+            return Err(PoolError::ZeroChunksize);
+        }
+        let mut inner = self.lock();
+        inner.usable()?;
+        let inbox = Rc::new(Inbox::default());
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            let chunk: Vec<A> = items.by_ref().take(chunksize).collect();
+            let args =
+                postcard::to_allocvec(&chunk).map_err(|e| PoolError::Codec(e.to_string()))?;
+            inner.queue(worker::task_for(f, args), &inbox);
+            // An idle worker starts on this chunk while the next one is encoded.
+            if inner.has_idle_worker() {
+                inner.dispatch();
+            }
+        }
+        // Start work right away if a worker is idle; do not wait for anything.
+        inner.dispatch();
+        inner.absorb_ready()?;
+        Ok(inbox)
+    }
+
+    /// `pool.apply_async(f, (a,))`: run `f(a)` in a worker; the handle gets the result.
+    pub fn apply_async<A: Wire, R: Wire>(
+        &self,
+        f: fn(A) -> R,
+        a: A,
+    ) -> Result<AsyncResult<R>, PoolError> {
+        let inbox = self.submit(f, [a], 1)?;
+        Ok(AsyncResult::new(&self.inner, inbox, gather_one::<R>))
+    }
+
+    /// `pool.apply(f, (a,))`: run `f(a)` in a worker and wait for it.
+    pub fn apply<A: Wire, R: Wire>(&self, f: fn(A) -> R, a: A) -> Result<R, PoolError> {
+        self.apply_async(f, a)?.get(None)
+    }
+
+    /// `pool.map_async(f, items, chunksize)`; `None` = Python's default chunksize.
+    ///
+    /// `items` is anything iterable, as in Python: a `Vec`, or `v.iter().copied()`
+    /// to send a slice's items without copying the slice first. The default
+    /// chunksize needs the length; like Python (`list(iterable)` when it has no
+    /// `__len__`), an iterator that cannot tell it is collected first.
+    pub fn map_async<A: Wire, R: Wire>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+        chunksize: Option<usize>,
+    ) -> Result<AsyncResult<Vec<R>>, PoolError> {
+        let items = items.into_iter();
+        let inbox = match (chunksize, items.size_hint()) {
+            (Some(chunksize), _) => self.submit(f, items, chunksize)?,
+            (None, (low, Some(high))) if low == high => {
+                self.submit(f, items, default_chunksize(low, self.processes()).max(1))?
+            }
+            (None, _) => {
+                let items: Vec<A> = items.collect();
+                let chunksize = default_chunksize(items.len(), self.processes()).max(1);
+                self.submit(f, items, chunksize)?
+            }
+        };
+        Ok(AsyncResult::new(&self.inner, inbox, gather_all::<R>))
+    }
+
+    /// `pool.map(f, items)`: results in order, with the default chunksize.
+    pub fn map<A: Wire, R: Wire>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<R>, PoolError> {
+        self.map_async(f, items, None)?.get(None)
+    }
+
+    /// `pool.map(f, items, chunksize)`.
+    pub fn map_chunked<A: Wire, R: Wire>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+        chunksize: usize,
+    ) -> Result<Vec<R>, PoolError> {
+        self.map_async(f, items, Some(chunksize))?.get(None)
+    }
+
+    /// `pool.imap(f, items, chunksize)`: results in order, each as soon as it and all
+    /// before it are done.
+    pub fn imap<A: Wire, R: Wire>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+        chunksize: usize,
+    ) -> Result<Imap<R>, PoolError> {
+        let inbox = self.submit(f, items, chunksize)?;
+        Ok(Imap::new(&self.inner, inbox, true))
+    }
+
+    /// `pool.imap_unordered(f, items, chunksize)`: results as tasks finish.
+    pub fn imap_unordered<A: Wire, R: Wire>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+        chunksize: usize,
+    ) -> Result<Imap<R>, PoolError> {
+        let inbox = self.submit(f, items, chunksize)?;
+        Ok(Imap::new(&self.inner, inbox, false))
+    }
+
+    /// `pool.close()`: no new tasks; the queued ones still run.
+    pub fn close(&self) {
+        let mut inner = self.lock();
+        if inner.state == State::Running {
+            inner.state = State::Closed;
+        }
+    }
+
+    /// `pool.join()`: after `close()`, wait for every task, then stop the workers
+    /// and reap them.
+    pub fn join(&self) -> Result<(), PoolError> {
+        self.lock().join()
+    }
+
+    /// `pool.terminate()`: kill the workers now (SIGKILL) and reap them; unfinished
+    /// tasks fail with [`PoolError::Terminated`].
+    pub fn terminate(&self) {
+        self.lock().terminate();
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
