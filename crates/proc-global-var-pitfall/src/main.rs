@@ -50,10 +50,9 @@ use std::process::ExitCode;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, anyhow};
 use clap::Parser;
 use common::output::{CommonArgs, List, check_numbers, print_wrapped};
-use common::process::Joined;
 use common::{Exit, Lesson, fork};
 
 /// The global list, like Python's module-level `result = []`.
@@ -164,13 +163,7 @@ fn append_in_child(lesson: &Lesson, numbers: &[i64], expected: &[i64]) -> anyhow
     })
     .context("forking the child")?;
     // Parent: wait for the child, but not forever (a stopped child would hang us).
-    let exit = match child.join_or_kill(PATIENCE)? {
-        Joined::Finished(exit) => exit,
-        Joined::Killed(exit) => bail!(
-            "the child did not end within {} s: killed it ({exit})",
-            PATIENCE.as_secs()
-        ),
-    };
+    let exit = child.join_within(PATIENCE)?;
     let after = result().clone();
     let after_list = List(&after);
     lesson.say(format!(

@@ -7,24 +7,20 @@ use std::time::Duration;
 
 use anyhow::bail;
 use common::Exit;
-use common::process::{Child, Joined};
+use common::process::Child;
 
 /// How long the parent waits for a child before it calls it stuck and kills it.
 /// The slowest case, 2 x 10,000,000 locked increments, takes about 3 s unoptimised.
-pub const PATIENCE: Duration = Duration::from_secs(60);
+pub const PATIENCE: Duration = Duration::from_secs(20);
 
 /// Join a child, but not forever: a stopped or stuck child is killed, reaped and
 /// reported. A child that failed is an error too: what it wrote cannot be trusted.
 pub fn join(child: &mut Child) -> anyhow::Result<Exit> {
-    match child.join_or_kill(PATIENCE)? {
-        Joined::Finished(exit) if exit.success() => Ok(exit),
-        Joined::Finished(exit) => bail!("child pid {} failed: {exit}", child.pid()),
-        Joined::Killed(exit) => bail!(
-            "child pid {} did not end within {} s: killed it ({exit})",
-            child.pid(),
-            PATIENCE.as_secs()
-        ),
+    let exit = child.join_within(PATIENCE)?;
+    if !exit.success() {
+        bail!("child pid {} failed: {exit}", child.pid());
     }
+    Ok(exit)
 }
 
 /// A float as Python's `repr` writes it.
