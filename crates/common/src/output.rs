@@ -108,7 +108,7 @@ impl Lesson {
     /// A step that is broken on purpose reports what went wrong; it is not a failure.
     pub fn broken(&self, what: impl Display) {
         let mark = if self.ascii { "!!" } else { "⚠" };
-        println!("  {mark} broken on purpose: {what}");
+        print_wrapped(&format!("  {mark} broken on purpose: {what}"), "      ");
     }
 
     /// Draw a timeline.

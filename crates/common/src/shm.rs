@@ -37,11 +37,13 @@ pub enum ShmError {
     #[error("cannot allocate {what}: {reason}")]
     TooLarge { what: String, reason: String },
     /// The kernel refused (memfd_create, ftruncate or mmap).
-    #[error("{call} failed for {what}: {source}")]
+    #[error("{call} failed for {what}: {error}")]
     Os {
         call: &'static str,
         what: String,
-        source: std::io::Error,
+        // Not a `#[source]`: the message says it already, and `{:#}` would print
+        // it a second time.
+        error: std::io::Error,
     },
     #[error("initialising the lock in shared memory failed: {0}")]
     Lock(String),
@@ -76,10 +78,10 @@ impl Region {
     pub fn new(len: usize, what: &str) -> Result<Region, ShmError> {
         let len = len.max(1);
         check_fits(len as u128, what)?;
-        let os = |call, source| ShmError::Os {
+        let os = |call, error| ShmError::Os {
             call,
             what: what.to_string(),
-            source,
+            error,
         };
         // memfd: anonymous, nothing left behind in /dev/shm, not bound by its size
         // limit. CLOEXEC for exec; the fd is closed as soon as the mapping exists, so
