@@ -5,9 +5,10 @@
 use std::time::{Duration, Instant};
 
 use common::process::children_left;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::{Pid, setpgid};
 use pool_map::{Pool, PoolError, default_chunksize, identity, slow_square, square, unlucky};
+use serde_bytes::ByteBuf;
 
 type Case = (&'static str, fn());
 
@@ -53,6 +54,16 @@ const CASES: &[Case] = &[
     (
         "after terminate or drop no worker process remains",
         no_workers_left,
+    ),
+    // Faults: each of these hung, panicked or lost a result before its fix. Each runs
+    // in a child process under a deadline (`within`), so a hang fails the case.
+    (
+        "a worker stopped while it sends a 64 MB result: get(1 s) keeps its timeout",
+        stopped_while_sending_big_result,
+    ),
+    (
+        "a stopped worker handed a 1,000,000-item chunk: map_async returns at once",
+        stopped_worker_big_task,
     ),
 ];
 
@@ -300,4 +311,74 @@ fn no_workers_left() {
     let _busy = pool.apply_async(slow_square, 1).unwrap();
     drop(pool);
     assert!(children_left().is_empty(), "{:?}", children_left());
+}
+
+// ---- faults ----
+
+/// Run `body` in a child process of its own process group, and fail unless it ends
+/// well within `limit`. On time out the whole group is killed: the child and the
+/// workers it forked (a stopped worker included).
+fn within(limit: Duration, body: fn()) {
+    let mut child = common::fork(|| {
+        setpgid(Pid::from_raw(0), Pid::from_raw(0)).expect("setpgid");
+        body()
+    })
+    .expect("fork");
+    match child.join_timeout(limit).expect("join") {
+        Some(exit) => assert!(exit.success(), "{exit}"),
+        None => {
+            let _ = killpg(Pid::from_raw(child.pid()), Signal::SIGKILL);
+            let _ = child.join();
+            panic!("did not finish within {limit:?}")
+        }
+    }
+}
+
+/// A result of `n` bytes.
+fn bytes(n: u64) -> ByteBuf {
+    ByteBuf::from(vec![7u8; n as usize])
+}
+
+fn signal(pid: i32, sig: Signal) {
+    kill(Pid::from_raw(pid), sig).expect("kill");
+}
+
+fn stopped_while_sending_big_result() {
+    within(Duration::from_secs(20), || {
+        let pool = Pool::new(1).unwrap();
+        let res = pool.apply_async(bytes, 64 << 20).unwrap();
+        // The worker computes, then sends until the socket is full: nobody reads.
+        std::thread::sleep(Duration::from_millis(500));
+        signal(pool.worker_pids()[0], Signal::SIGSTOP);
+        let t = Instant::now();
+        let got = res.get(Some(Duration::from_secs(1)));
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        assert_eq!(got.err(), Some(PoolError::Timeout(Duration::from_secs(1))));
+        signal(pool.worker_pids()[0], Signal::SIGCONT);
+        assert_eq!(
+            res.get(Some(Duration::from_secs(10))).unwrap().len(),
+            64 << 20
+        );
+    });
+}
+
+fn stopped_worker_big_task() {
+    within(Duration::from_secs(20), || {
+        let pool = Pool::new(1).unwrap();
+        pool.apply(square, 1).unwrap(); // the worker is up
+        signal(pool.worker_pids()[0], Signal::SIGSTOP);
+        let t = Instant::now();
+        let res = pool
+            .map_async(identity, 0..1_000_000u64, Some(1_000_000))
+            .unwrap();
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        let early = res.get(Some(Duration::from_millis(300)));
+        assert_eq!(
+            early.err(),
+            Some(PoolError::Timeout(Duration::from_millis(300)))
+        );
+        signal(pool.worker_pids()[0], Signal::SIGCONT);
+        let all = res.get(Some(Duration::from_secs(10))).unwrap();
+        assert!(all.iter().copied().eq(0..1_000_000u64));
+    });
 }

@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 
 use common::process::{Child, Joined};
 use ipc_channel::TryRecvError;
-use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
+use ipc_channel::ipc::{self, IpcBytesSender, IpcReceiver, IpcSender};
 
 use super::PoolError;
 use super::results::{Inbox, Outcome};
-use super::worker::{Done, Failure, FromWorker, Task, ToWorker, worker_loop};
+use super::wire::{Done, Down, Failure, Up, piece_size};
+use super::worker::{Task, worker_loop};
 
 /// The most tasks one message carries to a worker. One batch is in flight per
 /// worker, so a worker idles for one round trip between batches: large batches
@@ -41,9 +42,14 @@ impl Route {
 
 struct Worker {
     child: Child,
-    tasks: IpcSender<ToWorker>,
+    tasks: IpcBytesSender,
     /// The batch it holds (empty = idle), in the order it was given.
     holding: Vec<Route>,
+    /// A batch too big for one message, and how much of it was sent: the next
+    /// piece goes when the worker acknowledges the last one.
+    outgoing: Option<(Vec<u8>, usize)>,
+    /// The pieces of a reply too big for one message, glued as they arrive.
+    incoming: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,9 +62,11 @@ pub(super) enum State {
 
 pub(super) struct Inner {
     workers: Vec<Worker>,
-    results: IpcReceiver<FromWorker>,
+    results: IpcReceiver<Up>,
     /// Kept to hand a clone to replacement workers.
-    results_tx: IpcSender<FromWorker>,
+    results_tx: IpcSender<Up>,
+    /// The largest message, in bytes (see `wire.rs`).
+    piece: usize,
     /// Tasks not yet sent.
     pending: VecDeque<(Task, Route)>,
     next_id: u64,
@@ -68,16 +76,18 @@ pub(super) struct Inner {
     pub(super) replaced: usize,
 }
 
-fn spawn_worker(results_tx: &IpcSender<FromWorker>) -> Result<Worker, PoolError> {
-    let (tx, rx) = ipc::channel::<ToWorker>().map_err(|e| PoolError::Broken(e.to_string()))?;
-    let results = results_tx.clone();
-    // Child: the closure owns `rx` and `results`; in the parent they are dropped
-    // when fork returns, so the worker holds the only receiving end of its tasks.
-    let child = common::fork(move || worker_loop(rx, results))?;
+fn spawn_worker(results_tx: &IpcSender<Up>, piece: usize) -> Result<Worker, PoolError> {
+    let (tx, rx) = ipc::bytes_channel().map_err(|e| PoolError::Broken(e.to_string()))?;
+    let up = results_tx.clone();
+    // Child: the closure owns `rx` and `up`; in the parent they are dropped when
+    // fork returns, so the worker holds the only receiving end of its tasks.
+    let child = common::fork(move || worker_loop(rx, up, piece))?;
     Ok(Worker {
         child,
         tasks: tx,
         holding: Vec::new(),
+        outgoing: None,
+        incoming: Vec::new(),
     })
 }
 
@@ -85,15 +95,17 @@ impl Inner {
     /// Fork `processes` workers.
     pub(super) fn start(processes: usize) -> Result<Inner, PoolError> {
         let (results_tx, results) =
-            ipc::channel::<FromWorker>().map_err(|e| PoolError::Broken(e.to_string()))?;
+            ipc::channel::<Up>().map_err(|e| PoolError::Broken(e.to_string()))?;
+        let piece = piece_size();
         let mut workers = Vec::with_capacity(processes);
         for _ in 0..processes {
-            workers.push(spawn_worker(&results_tx)?); // on error, the ones made so far are killed on drop
+            workers.push(spawn_worker(&results_tx, piece)?); // on error, the ones made so far are killed on drop
         }
         Ok(Inner {
             workers,
             results,
             results_tx,
+            piece,
             pending: VecDeque::new(),
             next_id: 0,
             state: State::Running,
@@ -149,44 +161,111 @@ impl Inner {
 
     /// Hand a batch to every idle worker.
     pub(super) fn dispatch(&mut self) {
-        let n = self.workers.len();
-        for w in &mut self.workers {
-            // Tasks nobody waits for any more (their handle was dropped) do not run.
-            while self.pending.front().is_some_and(|(_, r)| r.inbox.dropped()) {
-                self.pending.pop_front();
-            }
-            if self.pending.is_empty() {
-                return;
-            }
-            if !w.holding.is_empty() {
+        for i in 0..self.workers.len() {
+            if !self.workers[i].holding.is_empty() {
                 continue;
             }
-            // Large batches while much is pending, one task at a time near the end.
-            let take = (self.pending.len() / (2 * n)).clamp(1, MAX_BATCH);
-            let (batch, routes): (Vec<Task>, Vec<Route>) = self.pending.drain(..take).unzip();
+            let (batch, routes) = self.next_batch();
+            if batch.is_empty() {
+                return;
+            }
+            let message = Down::Run(batch.into()).encode();
+            let w = &mut self.workers[i];
             w.holding = routes;
             // A send to a dead worker fails; its tasks stay in `holding` and are
             // failed by `check_workers`, which notices the death.
-            let _ = w.tasks.send(ToWorker::Run(batch));
+            if message.len() <= self.piece {
+                let _ = w.tasks.send(&message);
+            } else {
+                w.outgoing = Some((message, 0));
+                self.send_piece(i);
+            }
         }
     }
 
-    fn absorb(&mut self, msg: FromWorker) {
-        let held = match self.workers.iter_mut().find(|w| w.child.pid() == msg.pid) {
-            Some(w) => std::mem::take(&mut w.holding),
-            None => Vec::new(),
+    /// The next batch: large while much is pending, one task at a time near the
+    /// end, and within one message unless a single task is bigger.
+    fn next_batch(&mut self) -> (Vec<Task>, Vec<Route>) {
+        let most = (self.pending.len() / (2 * self.workers.len())).clamp(1, MAX_BATCH);
+        let (mut batch, mut routes, mut size) = (Vec::new(), Vec::new(), 16);
+        while let Some((task, _)) = self.pending.front() {
+            let task_size = task.args.len() + 32;
+            if batch.len() == most || (!batch.is_empty() && size + task_size > self.piece) {
+                break;
+            }
+            let Some((task, route)) = self.pending.pop_front() else {
+                break;
+            };
+            // Tasks nobody waits for any more (their handle was dropped) do not run.
+            if route.inbox.dropped() {
+                continue;
+            }
+            size += task_size;
+            batch.push(task);
+            routes.push(route);
+        }
+        (batch, routes)
+    }
+
+    /// Send worker `i` the next piece of its batch.
+    fn send_piece(&mut self, i: usize) {
+        let piece = self.piece;
+        let w = &mut self.workers[i];
+        let Some((message, sent)) = &mut w.outgoing else {
+            return;
         };
-        // The worker answers in the order it was given the batch.
-        for (route, Done { id, result }) in held.into_iter().zip(msg.done) {
+        let end = (*sent + piece).min(message.len());
+        let last = end == message.len();
+        let bytes = message[*sent..end].into();
+        *sent = end;
+        let _ = w.tasks.send(&Down::Piece { last, bytes }.encode());
+        if last {
+            w.outgoing = None;
+        }
+    }
+
+    fn absorb(&mut self, msg: Up) {
+        let pid = match &msg {
+            Up::Reply { pid, .. } | Up::Piece { pid, .. } | Up::Ack { pid } => *pid,
+        };
+        // A message from a worker already replaced is dropped: its tasks have failed.
+        let Some(i) = self.workers.iter().position(|w| w.child.pid() == pid) else {
+            return;
+        };
+        match msg {
+            Up::Reply { done, .. } => self.deliver(i, done),
+            Up::Ack { .. } => self.send_piece(i),
+            Up::Piece { last, bytes, .. } => {
+                let w = &mut self.workers[i];
+                w.incoming.extend_from_slice(&bytes);
+                if last {
+                    let whole = std::mem::take(&mut w.incoming);
+                    match postcard::from_bytes::<Up>(&whole) {
+                        Ok(Up::Reply { done, .. }) => self.deliver(i, done),
+                        _ => self.fail_held(i, PoolError::Codec("a garbled reply".into())),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Worker `i` answered its batch, in the order it was given.
+    fn deliver(&mut self, i: usize, done: Vec<Done>) {
+        let pid = self.workers[i].child.pid();
+        let held = std::mem::take(&mut self.workers[i].holding);
+        for (route, Done { id, result }) in held.into_iter().zip(done) {
             debug_assert_eq!(route.id, id);
             route.deliver(match result {
                 Ok(bytes) => Ok(bytes.into_vec()),
-                Err(Failure::Panicked(message)) => Err(PoolError::TaskPanicked {
-                    pid: msg.pid,
-                    message,
-                }),
+                Err(Failure::Panicked(message)) => Err(PoolError::TaskPanicked { pid, message }),
                 Err(Failure::Codec(why)) => Err(PoolError::Codec(why)),
             });
+        }
+    }
+
+    fn fail_held(&mut self, i: usize, err: PoolError) {
+        for route in std::mem::take(&mut self.workers[i].holding) {
+            route.deliver(Err(err.clone()));
         }
     }
 
@@ -249,11 +328,8 @@ impl Inner {
             }
             let pid = w.child.pid();
             let exit = w.child.join().map(|e| e.to_string()).unwrap_or_default();
-            for route in std::mem::take(&mut w.holding) {
-                let exit = exit.clone();
-                route.deliver(Err(PoolError::WorkerDied { pid, exit }));
-            }
-            match spawn_worker(&self.results_tx) {
+            self.fail_held(i, PoolError::WorkerDied { pid, exit });
+            match spawn_worker(&self.results_tx, self.piece) {
                 Ok(new) => {
                     self.workers[i] = new;
                     self.replaced += 1;
@@ -288,8 +364,9 @@ impl Inner {
         self.pump(None, |i| {
             i.pending.is_empty() && i.workers.iter().all(|w| w.holding.is_empty())
         })?;
+        let stop = Down::Stop.encode();
         for w in &mut self.workers {
-            let _ = w.tasks.send(ToWorker::Stop);
+            let _ = w.tasks.send(&stop);
         }
         for w in &mut self.workers {
             // A worker that ignores Stop (stuck in a task) is killed after 5 s.

@@ -41,13 +41,15 @@
 //! block does: workers are killed and reaped, unfinished tasks fail with
 //! [`PoolError::Terminated`]. Call `close()` then `join()` to let them finish.
 //!
-//! The parts: `worker.rs` is the worker's side (the messages, and the loop that runs
-//! tasks); `dispatch.rs` the parent's (handing out batches, taking results in,
-//! replacing dead workers); `results.rs` the handles ([`AsyncResult`], [`Imap`]).
-//! This file is the API.
+//! The parts: `wire.rs` says what crosses between parent and workers, and why no
+//! message is big; `worker.rs` is the worker's side (the loop that runs tasks);
+//! `dispatch.rs` the parent's (handing out batches, taking results in, replacing
+//! dead workers); `results.rs` the handles ([`AsyncResult`], [`Imap`]). This file
+//! is the API.
 
 mod dispatch;
 mod results;
+mod wire;
 mod worker;
 
 use std::cell::{RefCell, RefMut};

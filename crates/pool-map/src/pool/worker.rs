@@ -1,5 +1,5 @@
-//! The worker's side: the messages between parent and worker, and the loop a
-//! forked worker runs until it is told to stop.
+//! The worker's side: the loop a forked worker runs until it is told to stop, and
+//! how a task's types travel as two addresses.
 //!
 //! A task carries two addresses: `func`, the user's `fn(A) -> R`, and `call`, the
 //! `call::<A, R>` that knows how to decode `A`, run `func` and encode `R`. The
@@ -9,10 +9,11 @@
 
 use std::cell::RefCell;
 
-use ipc_channel::ipc::{IpcReceiver, IpcSender};
+use ipc_channel::ipc::{IpcBytesReceiver, IpcSender};
 use serde::{Deserialize, Serialize};
 
 use super::Wire;
+use super::wire::{Done, Down, Failure, Up};
 
 /// Runs in the worker: decode the arguments, call the function, encode the results.
 type Call = fn(func: usize, args: &[u8]) -> Result<Vec<u8>, String>;
@@ -30,7 +31,7 @@ fn call<A: Wire, R: Wire>(func: usize, args: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 /// One task: `f` over the items encoded in `args`. Its id is set when it is queued.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub(super) struct Task {
     pub id: u64,
     call: usize,
@@ -50,34 +51,8 @@ pub(super) fn task_for<A: Wire, R: Wire>(f: fn(A) -> R, args: Vec<u8>) -> Task {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-pub(super) enum ToWorker {
-    Run(Vec<Task>),
-    Stop,
-}
-
-#[derive(Serialize, Deserialize)]
-pub(super) struct FromWorker {
-    pub pid: i32,
-    pub done: Vec<Done>,
-}
-
-/// A task's outcome, in the order the batch gave the tasks.
-#[derive(Serialize, Deserialize)]
-pub(super) struct Done {
-    pub id: u64,
-    /// The encoded `Vec<R>`, or why the task failed.
-    pub result: Result<serde_bytes::ByteBuf, Failure>,
-}
-
-#[derive(Serialize, Deserialize)]
-pub(super) enum Failure {
-    Panicked(String),
-    Codec(String),
-}
-
 /// The worker's whole life: run batches until told to stop.
-pub(super) fn worker_loop(tasks: IpcReceiver<ToWorker>, results: IpcSender<FromWorker>) -> i32 {
+pub(super) fn worker_loop(tasks: IpcBytesReceiver, up: IpcSender<Up>, piece: usize) -> i32 {
     // A task's panic is reported to the parent, not printed here: keep the message
     // and where it happened for catch_unwind below.
     std::panic::set_hook(Box::new(|info| {
@@ -89,13 +64,53 @@ pub(super) fn worker_loop(tasks: IpcReceiver<ToWorker>, results: IpcSender<FromW
         LAST_PANIC.with(|p| *p.borrow_mut() = format!("{msg}{at}"));
     }));
     let pid = std::process::id() as i32;
-    while let Ok(ToWorker::Run(batch)) = tasks.recv() {
+    // `None`: Stop, or the parent is gone (its end of a channel closed).
+    while let Some(batch) = receive(&tasks, &up, pid) {
         let done = batch.into_iter().map(run).collect();
-        if results.send(FromWorker { pid, done }).is_err() {
+        if reply(&up, pid, done, piece).is_none() {
             return 1; // the parent is gone
         }
     }
-    0 // Stop, or the parent dropped our channel
+    0
+}
+
+/// The next batch: one message, or pieces glued together (each one acknowledged,
+/// so that the parent sends the next only into an empty socket).
+fn receive(tasks: &IpcBytesReceiver, up: &IpcSender<Up>, pid: i32) -> Option<Vec<Task>> {
+    let mut glued = Vec::new();
+    loop {
+        let message = tasks.recv().ok()?;
+        match postcard::from_bytes::<Down>(&message).ok()? {
+            Down::Run(batch) => return Some(batch.into_owned()),
+            Down::Piece { last: false, bytes } => {
+                glued.extend_from_slice(&bytes);
+                up.send(Up::Ack { pid }).ok()?;
+            }
+            Down::Piece { last: true, bytes } => {
+                glued.extend_from_slice(&bytes);
+                return match postcard::from_bytes::<Down>(&glued).ok()? {
+                    Down::Run(batch) => Some(batch.into_owned()),
+                    _ => None,
+                };
+            }
+            Down::Stop => return None,
+        }
+    }
+}
+
+/// Send a batch's outcomes: one message, or the encoded reply in pieces.
+fn reply(up: &IpcSender<Up>, pid: i32, done: Vec<Done>, piece: usize) -> Option<()> {
+    if done.iter().map(Done::size).sum::<usize>() + 16 <= piece {
+        return up.send(Up::Reply { pid, done }).ok();
+    }
+    let whole = postcard::to_allocvec(&Up::Reply { pid, done }).ok()?;
+    let mut pieces = whole.chunks(piece).peekable();
+    while let Some(bytes) = pieces.next() {
+        let last = pieces.peek().is_none();
+        let bytes = bytes.to_vec();
+        up.send(Up::Piece { pid, last, bytes }).ok()?;
+    }
+    Some(())
 }
 
 fn run(task: Task) -> Done {
