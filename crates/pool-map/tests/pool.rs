@@ -65,6 +65,18 @@ const CASES: &[Case] = &[
         "a stopped worker handed a 1,000,000-item chunk: map_async returns at once",
         stopped_worker_big_task,
     ),
+    (
+        "imap of 8 big results, both workers killed while sending: 8 items, none lost",
+        imap_reports_every_item,
+    ),
+    (
+        "a result delivered before its worker was killed stays Ok: it is final",
+        delivered_result_is_final,
+    ),
+    (
+        "a worker killed while it sends a big result: get says so, the pool works on",
+        killed_while_sending_says_so,
+    ),
 ];
 
 fn main() {
@@ -380,5 +392,97 @@ fn stopped_worker_big_task() {
         signal(pool.worker_pids()[0], Signal::SIGCONT);
         let all = res.get(Some(Duration::from_secs(10))).unwrap();
         assert!(all.iter().copied().eq(0..1_000_000u64));
+    });
+}
+
+fn imap_reports_every_item() {
+    within(Duration::from_secs(30), || {
+        let pool = Pool::new(2).unwrap();
+        let results = pool.imap(bytes, vec![16u64 << 20; 8], 1).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        for pid in pool.worker_pids() {
+            signal(pid, Signal::SIGKILL);
+        }
+        let all: Vec<_> = results.collect();
+        assert_eq!(all.len(), 8, "every item gives a value or an error");
+        for r in &all {
+            match r {
+                Ok(b) => assert_eq!(b.len(), 16 << 20),
+                Err(e) => assert!(
+                    matches!(
+                        e,
+                        PoolError::WorkerDied { .. } | PoolError::WorkerDiedSending { .. }
+                    ),
+                    "{e}"
+                ),
+            }
+        }
+        // A failed chunk of 3 items (13, 14, 15) gives 3 errors, in place.
+        let got: Vec<_> = pool.imap(unlucky, 10..=15, 3).unwrap().collect();
+        assert_eq!(got.len(), 6);
+        assert!(got[..3].iter().all(Result::is_ok) && got[3..].iter().all(Result::is_err));
+    });
+}
+
+fn slower(x: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(400));
+    x
+}
+
+/// Wait until `pid` (a worker of ours) has died and is a zombie, not yet reaped.
+fn wait_zombie(pid: i32) {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(5) {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+        if state.starts_with('Z') {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("pid {pid} did not die");
+}
+
+fn delivered_result_is_final() {
+    within(Duration::from_secs(20), || {
+        let pool = Pool::new(2).unwrap();
+        let _other = pool.apply_async(slow_square, 2).unwrap();
+        let mine = pool.apply_async(slower, 1).unwrap();
+        let victim = mine.worker_pids()[0];
+        // Both answers wait in the socket, the other worker's first; then the worker
+        // that delivered `mine` dies before the parent read it.
+        std::thread::sleep(Duration::from_millis(700));
+        signal(victim, Signal::SIGKILL);
+        wait_zombie(victim);
+        let first = mine.get(Some(Duration::from_secs(2)));
+        assert_eq!(pool.apply(square, 3).unwrap(), 9);
+        assert_eq!(first, Ok(1), "the result was delivered");
+        assert_eq!(
+            mine.get(Some(Duration::from_secs(2))),
+            first,
+            "and it is final"
+        );
+        assert_eq!(mine.successful(), Some(true));
+    });
+}
+
+fn killed_while_sending_says_so() {
+    within(Duration::from_secs(20), || {
+        let pool = Pool::new(1).unwrap();
+        let res = pool.apply_async(bytes, 64 << 20).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let victim = pool.worker_pids()[0];
+        res.ready(); // the parent has read the first pieces
+        signal(victim, Signal::SIGKILL);
+        match res.get(Some(Duration::from_secs(5))) {
+            Err(e @ PoolError::WorkerDiedSending { pid, .. }) => {
+                assert_eq!(pid, victim);
+                let text = e.to_string();
+                assert!(text.contains("while it sent this task's result"), "{text}");
+            }
+            other => panic!("expected WorkerDiedSending, got {other:?}"),
+        }
+        assert_eq!(pool.apply(square, 2), Ok(4), "the pool works on");
+        assert_eq!(pool.replaced(), 1);
     });
 }

@@ -11,8 +11,8 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use common::process::{Child, Joined};
-use ipc_channel::TryRecvError;
 use ipc_channel::ipc::{self, IpcBytesSender, IpcReceiver, IpcSender};
+use ipc_channel::{IpcError, TryRecvError};
 
 use super::PoolError;
 use super::results::{Inbox, Outcome};
@@ -143,14 +143,14 @@ impl Inner {
         }
     }
 
-    /// Queue a task whose outcome goes to a new slot of `inbox`.
-    pub(super) fn queue(&mut self, mut task: Task, inbox: &Rc<Inbox>) {
+    /// Queue a task of `items` items whose outcome goes to a new slot of `inbox`.
+    pub(super) fn queue(&mut self, mut task: Task, items: usize, inbox: &Rc<Inbox>) {
         task.id = self.next_id;
         self.next_id += 1;
         let route = Route {
             id: task.id,
             inbox: Rc::clone(inbox),
-            slot: inbox.open_slot(),
+            slot: inbox.open_slot(items),
         };
         self.pending.push_back((task, route));
     }
@@ -269,18 +269,37 @@ impl Inner {
         }
     }
 
-    /// Take in every result already waiting, without blocking.
+    /// Take in every message already waiting, without blocking. It hands out no new
+    /// batch, so the workers can add little while it reads: it ends.
     pub(super) fn absorb_ready(&mut self) -> Result<(), PoolError> {
         loop {
             match self.results.try_recv() {
-                Ok(msg) => {
-                    self.absorb(msg);
-                    self.dispatch();
-                }
+                Ok(msg) => self.absorb(msg),
                 Err(TryRecvError::Empty) => return Ok(()),
-                Err(TryRecvError::IpcError(e)) => return Err(PoolError::Broken(e.to_string())),
+                Err(TryRecvError::IpcError(e)) => return Err(self.unreadable(e)),
             }
         }
+    }
+
+    /// The workers' channel cannot be read (it cannot close: the pool holds a
+    /// sender). Nothing more will arrive: fail every task, so none waits forever.
+    fn unreadable(&mut self, e: IpcError) -> PoolError {
+        let why = match e {
+            IpcError::SerializationError(e) => format!("a worker's message was garbled: {e}"),
+            IpcError::Io(e) => format!("cannot read the workers' channel: {e}"),
+            IpcError::Disconnected => "the workers' channel was closed".to_string(),
+        };
+        self.break_pool(why)
+    }
+
+    fn break_pool(&mut self, why: String) -> PoolError {
+        let err = PoolError::Broken(why.clone());
+        for i in 0..self.workers.len() {
+            self.fail_held(i, err.clone());
+        }
+        self.fail_pending(err.clone());
+        self.broken = Some(why);
+        err
     }
 
     /// Work until `until` holds, or the deadline passes.
@@ -307,7 +326,7 @@ impl Inner {
             match self.results.try_recv_timeout(slice) {
                 Ok(msg) => self.absorb(msg),
                 Err(TryRecvError::Empty) => {}
-                Err(TryRecvError::IpcError(e)) => return Err(PoolError::Broken(e.to_string())),
+                Err(TryRecvError::IpcError(e)) => return Err(self.unreadable(e)),
             }
             if self.last_check.elapsed() >= CHECK_EVERY {
                 self.check_workers();
@@ -328,7 +347,19 @@ impl Inner {
             }
             let pid = w.child.pid();
             let exit = w.child.join().map(|e| e.to_string()).unwrap_or_default();
-            self.fail_held(i, PoolError::WorkerDied { pid, exit });
+            // All it sent before it died is waiting in the socket: take it in first,
+            // so a result it delivered is not reported lost.
+            if self.absorb_ready().is_err() {
+                return; // the pool is broken, and every task has failed
+            }
+            let w = &mut self.workers[i];
+            w.outgoing = None;
+            let err = if std::mem::take(&mut w.incoming).is_empty() {
+                PoolError::WorkerDied { pid, exit }
+            } else {
+                PoolError::WorkerDiedSending { pid, exit }
+            };
+            self.fail_held(i, err);
             match spawn_worker(&self.results_tx, self.piece) {
                 Ok(new) => {
                     self.workers[i] = new;
@@ -339,9 +370,9 @@ impl Inner {
                         PoolError::Broken(inner) => inner,
                         other => other.to_string(),
                     };
-                    let why = format!("worker pid {pid} died and could not be replaced: {e}");
-                    self.fail_pending(PoolError::Broken(why.clone()));
-                    self.broken = Some(why);
+                    self.break_pool(format!(
+                        "worker pid {pid} died and could not be replaced: {e}"
+                    ));
                     return;
                 }
             }

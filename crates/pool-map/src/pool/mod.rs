@@ -30,12 +30,14 @@
 //! how many *items* make one task (Python's meaning, gh-68663).
 //!
 //! **Failures.** A task that panics fails with the panic message; the worker goes
-//! on. A worker that dies (a signal, `_exit`) is noticed within about 10 ms: the
-//! tasks it held fail with [`PoolError::WorkerDied`] and a new worker is forked in
-//! its place. Python's `Pool` replaces the worker too, but loses the task, and a
+//! on. A worker that dies (a signal, `_exit`) is noticed within about 10 ms: what it
+//! sent before it died is taken in, the tasks it still held fail with
+//! [`PoolError::WorkerDied`] (or [`PoolError::WorkerDiedSending`] when it died half
+//! way through a result), and a new worker is forked in its place. Python's `Pool` replaces the worker too, but loses the task, and a
 //! `get()` without timeout then waits forever (gh-66587). If a replacement cannot be
 //! forked (for example because the process now runs threads), the pool reports
-//! itself [`PoolError::Broken`] and fails everything still pending.
+//! itself [`PoolError::Broken`] and fails everything still pending. Every task gets
+//! an outcome, and once reported it does not change.
 //!
 //! **Drop.** Dropping the `Pool` terminates it, as leaving Python's `with Pool()`
 //! block does: workers are killed and reaped, unfinished tasks fail with
@@ -86,6 +88,9 @@ pub enum PoolError {
     TaskPanicked { pid: i32, message: String },
     #[error("worker pid {pid} died ({exit}) while it held this task")]
     WorkerDied { pid: i32, exit: String },
+    /// The task ran, but its worker died before its result had crossed whole.
+    #[error("worker pid {pid} died ({exit}) while it sent this task's result")]
+    WorkerDiedSending { pid: i32, exit: String },
     #[error("no result within {0:?} (the task goes on running)")]
     Timeout(Duration),
     #[error("the pool is broken: {0}")]
@@ -170,7 +175,7 @@ impl Pool {
             let chunk: Vec<A> = items.by_ref().take(chunksize).collect();
             let args =
                 postcard::to_allocvec(&chunk).map_err(|e| PoolError::Codec(e.to_string()))?;
-            inner.queue(worker::task_for(f, args), &inbox);
+            inner.queue(worker::task_for(f, args), chunk.len(), &inbox);
             // An idle worker starts on this chunk while the next one is encoded.
             if inner.has_idle_worker() {
                 inner.dispatch();
@@ -179,6 +184,7 @@ impl Pool {
         // Start work right away if a worker is idle; do not wait for anything.
         inner.dispatch();
         inner.absorb_ready()?;
+        inner.dispatch();
         Ok(inbox)
     }
 

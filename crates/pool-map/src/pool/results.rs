@@ -32,6 +32,8 @@ enum Slot {
 #[derive(Default)]
 pub(super) struct Inbox {
     slots: RefCell<Vec<Slot>>,
+    /// How many items each task has (an `Imap` reports an error once per item).
+    items: RefCell<Vec<usize>>,
     /// Filled slots, in the order they were filled (for `imap_unordered`).
     arrivals: RefCell<VecDeque<usize>>,
     filled: Cell<usize>,
@@ -39,10 +41,11 @@ pub(super) struct Inbox {
 }
 
 impl Inbox {
-    /// A slot for one more task; its index.
-    pub(super) fn open_slot(&self) -> usize {
+    /// A slot for one more task, of `items` items; its index.
+    pub(super) fn open_slot(&self, items: usize) -> usize {
         let mut slots = self.slots.borrow_mut();
         slots.push(Slot::Waiting);
+        self.items.borrow_mut().push(items);
         slots.len() - 1
     }
 
@@ -53,6 +56,13 @@ impl Inbox {
             slots[slot] = Slot::Arrived(outcome);
             self.arrivals.borrow_mut().push_back(slot);
             self.filled.set(self.filled.get() + 1);
+        }
+    }
+
+    /// Fail every task still waiting.
+    fn fail_waiting(&self, err: &PoolError) {
+        for slot in 0..self.len() {
+            self.put(slot, Err(err.clone()));
         }
     }
 
@@ -153,6 +163,7 @@ impl<T> AsyncResult<T> {
     pub fn ready(&self) -> bool {
         let mut inner = self.pool.borrow_mut();
         let _ = inner.absorb_ready();
+        inner.dispatch();
         if inner.last_check.elapsed() >= CHECK_EVERY {
             inner.check_workers();
         }
@@ -190,7 +201,8 @@ pub struct Imap<R> {
     next_slot: usize,
     /// How many slots were reported.
     reported: usize,
-    ready: VecDeque<R>,
+    /// Items of the last slot read, not yet returned.
+    ready: VecDeque<Result<R, PoolError>>,
     _r: PhantomData<R>,
 }
 
@@ -228,36 +240,44 @@ impl<R> Imap<R> {
 impl<R: Wire> Iterator for Imap<R> {
     type Item = Result<R, PoolError>;
 
+    /// Every item gives a value or an error: a task that failed gives its error
+    /// once for each of its items.
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if let Some(r) = self.ready.pop_front() {
-                return Some(Ok(r));
+            if let Some(item) = self.ready.pop_front() {
+                return Some(item);
             }
             if self.reported == self.inbox.len() {
                 return None;
             }
-            let mut inner = self.pool.borrow_mut();
-            if let Err(e) = inner.pump(None, |_| self.arrived().is_some()) {
-                self.reported = self.inbox.len();
-                return Some(Err(e));
+            let pumped = self
+                .pool
+                .borrow_mut()
+                .pump(None, |_| self.arrived().is_some());
+            if let (Err(e), None) = (pumped, self.arrived()) {
+                // A pool that breaks fails every task, so this cannot happen; if it
+                // did, every item left would still get an error, and none be lost.
+                self.inbox.fail_waiting(&e);
             }
-            drop(inner);
-            let k = self.arrived()?;
+            let Some(k) = self.arrived() else { continue };
             if self.ordered {
                 self.next_slot += 1;
             } else {
                 self.inbox.arrivals.borrow_mut().pop_front();
             }
             self.reported += 1;
-            // Taken out: an imap's results are read once, and memory is freed as it goes.
+            // Taken out: an imap reports each result once, and frees it as it goes.
             let slot = std::mem::replace(&mut self.inbox.slots.borrow_mut()[k], Slot::Taken);
-            match slot {
-                Slot::Arrived(Ok(bytes)) => match decode::<R>(&bytes) {
-                    Ok(items) => self.ready.extend(items),
-                    Err(e) => return Some(Err(e)),
-                },
-                Slot::Arrived(Err(e)) => return Some(Err(e)),
-                Slot::Waiting | Slot::Taken => return None,
+            let items = self.inbox.items.borrow()[k];
+            let outcome = match slot {
+                Slot::Arrived(outcome) => outcome,
+                Slot::Waiting | Slot::Taken => {
+                    Err(PoolError::Codec("a result went missing".into()))
+                }
+            };
+            match outcome.and_then(|bytes| decode::<R>(&bytes)) {
+                Ok(values) => self.ready.extend(values.into_iter().map(Ok)),
+                Err(e) => self.ready.extend(std::iter::repeat_n(e, items).map(Err)),
             }
         }
     }
