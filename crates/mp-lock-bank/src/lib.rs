@@ -59,12 +59,25 @@ impl Bank {
     }
 
     /// Where a run's chart ends (in the timeline's ns): some 5 operations after
-    /// `start`, or later, up to 20, so that the first overlap of the two workers,
-    /// if there was one, is in the picture. A whole run is too long to read.
-    pub fn chart_end(&self, start: u64, first_overlap_end: Option<u64>) -> u64 {
+    /// `start`, or later, up to 20, so that each worker's first turn in the window
+    /// and the first overlap of the two (lane `both`), if any, are in the picture:
+    /// a busy machine may start one worker late. A whole run is too long to read.
+    pub fn chart_end(&self, tl: &Timeline, start: u64, workers: [Lane; 2], both: Lane) -> u64 {
+        let first_busy = |lane| {
+            let mut spans = tl.lane_spans(lane).into_iter();
+            spans.find(|s| s.kind != Kind::Wait).map(|s| s.end)
+        };
+        let seen = [
+            first_busy(workers[0]),
+            first_busy(workers[1]),
+            first_busy(both),
+        ];
         let op = (self.sleep + self.work).as_nanos() as u64;
         let (short, long) = (start + 5 * op + 1_000_000, start + 20 * op + 1_000_000);
-        first_overlap_end.map_or(short, |end| (end + op).clamp(short, long))
+        seen.into_iter()
+            .flatten()
+            .max()
+            .map_or(short, |end| (end + op).clamp(short, long))
     }
 }
 

@@ -231,13 +231,13 @@ fn bank_run(bank: &Bank, locked: bool) -> anyhow::Result<BankRun> {
     join_all(&mut workers, bank.patience(), "the bank workers")?;
     // Drawn by the parent: when both were between reading and writing at once.
     let both_in = mark_overlaps(&timeline, deposit, withdraw, both);
-    let first_overlap = timeline.lane_spans(both).first().map(|s| s.end);
+    let chart_end = bank.chart_end(&timeline, start, [deposit, withdraw], both);
     Ok(BankRun {
         balance: balance.get(),
         lost: lost.get(),
         timeline,
         both_in,
-        chart_end: bank.chart_end(start, first_overlap),
+        chart_end,
     })
 }
 

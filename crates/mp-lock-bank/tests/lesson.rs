@@ -4,6 +4,7 @@
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use common::testkit::{Run, expect_error, run};
@@ -11,8 +12,16 @@ use common::testkit::{Run, expect_error, run};
 const BIN: &str = env!("CARGO_BIN_EXE_mp-lock-bank");
 const LIMIT: Duration = Duration::from_secs(60);
 
+/// The lesson's races and charts depend on timing: one run at a time, so that the
+/// tests do not load the machine for each other.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static RUNNING: Mutex<()> = Mutex::new(());
+    RUNNING.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 #[test]
 fn the_default_run_holds_every_claim_and_shows_the_header_output() {
+    let _serial = one_at_a_time();
     let r = run(BIN, &[], LIMIT);
     r.assert_success()
         .assert_all_checks_held()
@@ -26,6 +35,7 @@ fn the_default_run_holds_every_claim_and_shows_the_header_output() {
 
 #[test]
 fn with_the_lock_the_balance_is_200_in_every_run() {
+    let _serial = one_at_a_time();
     for _ in 0..5 {
         let args = ["--lock", "on", "--ops", "50", "--sleep-us", "100"];
         let r = run(BIN, &[&args[..], &["--work-us", "50"]].concat(), LIMIT);
@@ -48,6 +58,7 @@ fn bars<'a>(r: &'a Run, lane: &str) -> Vec<&'a str> {
 
 #[test]
 fn the_charts_show_the_race_and_the_waiting() {
+    let _serial = one_at_a_time();
     // No sleep and a 1 ms window: without the lock the windows overlap at once.
     let busy = ["--ops", "20", "--sleep-us", "0", "--work-us", "1000"];
     let off = run(BIN, &[&busy[..], &["--lock", "off"]].concat(), LIMIT);
@@ -83,6 +94,7 @@ fn the_charts_show_the_race_and_the_waiting() {
 
 #[test]
 fn every_line_fits_80_columns() {
+    let _serial = one_at_a_time();
     let r = run(BIN, &["--ops", "20"], LIMIT);
     let long: Vec<&str> = r
         .stdout
@@ -95,6 +107,7 @@ fn every_line_fits_80_columns() {
 
 #[test]
 fn a_killed_holder_is_reported_and_nothing_hangs() {
+    let _serial = one_at_a_time();
     let r = run(
         BIN,
         &["--lock", "on", "--ops", "5"],
@@ -149,6 +162,7 @@ fn children_of(parent: u32) -> Vec<u32> {
 
 #[test]
 fn a_stopped_worker_is_killed_and_reported_after_a_bound() {
+    let _serial = one_at_a_time();
     // 1000 ops of 1 ms: the parent waits at most 3 x 1 s + 5 s for the workers.
     let dir = std::env::temp_dir().join(format!("mp-lock-bank-stop-{}", std::process::id()));
     fs::create_dir_all(&dir).unwrap();
@@ -204,6 +218,7 @@ fn a_stopped_worker_is_killed_and_reported_after_a_bound() {
 
 #[test]
 fn a_fork_the_system_refuses_is_an_error_and_leaves_no_worker() {
+    let _serial = one_at_a_time();
     // As root, run as `nobody` with room for two tasks: the lesson and one worker;
     // the second fork is refused. (Root itself ignores RLIMIT_NPROC.)
     let root = Command::new("id")
