@@ -77,6 +77,14 @@ const CASES: &[Case] = &[
         "a worker killed while it sends a big result: get says so, the pool works on",
         killed_while_sending_says_so,
     ),
+    (
+        "an argument iterator that uses the pool, or drops a handle, works",
+        reentrant_argument_iterator,
+    ),
+    (
+        "a worker that died idle is replaced before it is handed a task",
+        dead_idle_worker_replaced_before_use,
+    ),
 ];
 
 fn main() {
@@ -483,6 +491,37 @@ fn killed_while_sending_says_so() {
             other => panic!("expected WorkerDiedSending, got {other:?}"),
         }
         assert_eq!(pool.apply(square, 2), Ok(4), "the pool works on");
+        assert_eq!(pool.replaced(), 1);
+    });
+}
+
+fn reentrant_argument_iterator() {
+    within(Duration::from_secs(20), || {
+        let pool = Pool::new(2).unwrap();
+        let inner = (0..3).map(|x| pool.apply(square, x).unwrap());
+        assert_eq!(pool.map(square, inner).unwrap(), vec![0, 1, 16]);
+        let mut held = Some(pool.apply_async(square, 5).unwrap());
+        let dropping = (0..3u64).inspect(move |_| drop(held.take()));
+        assert_eq!(pool.map(square, dropping).unwrap(), vec![0, 1, 4]);
+        let closing = (0..3u64).inspect(|&x| {
+            if x == 1 {
+                pool.close();
+            }
+        });
+        assert_eq!(pool.map(square, closing), Err(PoolError::Closed));
+    });
+}
+
+fn dead_idle_worker_replaced_before_use() {
+    within(Duration::from_secs(30), || {
+        let pool = Pool::new(2).unwrap();
+        let victim = pool.worker_pids()[0];
+        signal(victim, Signal::SIGKILL);
+        wait_zombie(victim);
+        for k in 0..200 {
+            let got = pool.map_chunked(square, 0..4u64, 1);
+            assert_eq!(got, Ok(vec![0, 1, 4, 9]), "map {k}");
+        }
         assert_eq!(pool.replaced(), 1);
     });
 }

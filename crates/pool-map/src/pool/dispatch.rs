@@ -50,6 +50,8 @@ struct Worker {
     outgoing: Option<(Vec<u8>, usize)>,
     /// The pieces of a reply too big for one message, glued as they arrive.
     incoming: Vec<u8>,
+    /// A send to it failed: it is dead or dying. It gets nothing until replaced.
+    lost: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +90,29 @@ fn spawn_worker(results_tx: &IpcSender<Up>, piece: usize) -> Result<Worker, Pool
         holding: Vec::new(),
         outgoing: None,
         incoming: Vec::new(),
+        lost: false,
     })
+}
+
+impl Worker {
+    /// Send the next piece of the batch being sent in pieces.
+    fn send_next_piece(&mut self, piece: usize) -> std::io::Result<()> {
+        let Some((message, sent)) = &mut self.outgoing else {
+            return Ok(());
+        };
+        let start = *sent;
+        *sent = (start + piece).min(message.len());
+        let last = *sent == message.len();
+        let encoded = Down::Piece {
+            last,
+            bytes: message[start..*sent].into(),
+        }
+        .encode();
+        if last {
+            self.outgoing = None;
+        }
+        self.tasks.send(&encoded)
+    }
 }
 
 impl Inner {
@@ -113,10 +137,6 @@ impl Inner {
             last_check: Instant::now(),
             replaced: 0,
         })
-    }
-
-    pub(super) fn processes(&self) -> usize {
-        self.workers.len()
     }
 
     pub(super) fn worker_pids(&self) -> Vec<i32> {
@@ -162,24 +182,33 @@ impl Inner {
     /// Hand a batch to every idle worker.
     pub(super) fn dispatch(&mut self) {
         for i in 0..self.workers.len() {
-            if !self.workers[i].holding.is_empty() {
+            if !self.workers[i].holding.is_empty() || self.workers[i].lost {
                 continue;
             }
             let (batch, routes) = self.next_batch();
             if batch.is_empty() {
                 return;
             }
-            let message = Down::Run(batch.into()).encode();
+            let message = Down::Run(batch.as_slice().into()).encode();
             let w = &mut self.workers[i];
-            w.holding = routes;
-            // A send to a dead worker fails; its tasks stay in `holding` and are
-            // failed by `check_workers`, which notices the death.
-            if message.len() <= self.piece {
-                let _ = w.tasks.send(&message);
+            let sent = if message.len() <= self.piece {
+                w.tasks.send(&message)
             } else {
                 w.outgoing = Some((message, 0));
-                self.send_piece(i);
+                w.send_next_piece(self.piece)
+            };
+            if sent.is_ok() {
+                w.holding = routes;
+                continue;
             }
+            // The worker is gone, and the batch never reached it: queue it again
+            // as it was, and replace the worker before it is given anything.
+            w.outgoing = None;
+            w.lost = true;
+            for queued in batch.into_iter().zip(routes).rev() {
+                self.pending.push_front(queued);
+            }
+            self.check_workers();
         }
     }
 
@@ -207,20 +236,12 @@ impl Inner {
         (batch, routes)
     }
 
-    /// Send worker `i` the next piece of its batch.
+    /// Send worker `i` the next piece of its batch (it took the last one). A worker
+    /// that died meanwhile fails its batch when `check_workers` reaps it.
     fn send_piece(&mut self, i: usize) {
-        let piece = self.piece;
         let w = &mut self.workers[i];
-        let Some((message, sent)) = &mut w.outgoing else {
-            return;
-        };
-        let end = (*sent + piece).min(message.len());
-        let last = end == message.len();
-        let bytes = message[*sent..end].into();
-        *sent = end;
-        let _ = w.tasks.send(&Down::Piece { last, bytes }.encode());
-        if last {
-            w.outgoing = None;
+        if w.send_next_piece(self.piece).is_err() {
+            w.lost = true;
         }
     }
 
@@ -328,7 +349,7 @@ impl Inner {
                 Err(TryRecvError::Empty) => {}
                 Err(TryRecvError::IpcError(e)) => return Err(self.unreadable(e)),
             }
-            if self.last_check.elapsed() >= CHECK_EVERY {
+            if self.last_check.elapsed() >= CHECK_EVERY || self.workers.iter().any(|w| w.lost) {
                 self.check_workers();
             }
         }

@@ -97,6 +97,20 @@ pub enum PoolError {
     Broken(String),
     #[error("could not encode or decode a task: {0}")]
     Codec(String),
+    /// The pool was called from code it was running itself: a `Serialize` or
+    /// `Deserialize` impl of a task's argument or result.
+    #[error(
+        "the pool is busy: it was called from inside one of its own calls (from a \
+         Serialize or Deserialize impl); call it from outside"
+    )]
+    Busy,
+}
+
+/// The pool's state, for one call at a time. A call from inside a call (only code
+/// the pool runs, such as a `Deserialize` impl, can make one) gets `Busy`, not a
+/// panic. The pool runs no code of yours while it holds this, except that.
+fn lock(inner: &RefCell<Inner>) -> Result<RefMut<'_, Inner>, PoolError> {
+    inner.try_borrow_mut().map_err(|_| PoolError::Busy)
 }
 
 impl From<ProcessError> for PoolError {
@@ -114,6 +128,7 @@ pub fn default_chunksize(len: usize, workers: usize) -> usize {
 /// A pool of worker processes. See the module docs.
 pub struct Pool {
     inner: Rc<RefCell<Inner>>,
+    processes: usize,
 }
 
 impl std::fmt::Debug for Pool {
@@ -131,6 +146,7 @@ impl Pool {
         let inner = Inner::start(processes)?;
         Ok(Pool {
             inner: Rc::new(RefCell::new(inner)),
+            processes,
         })
     }
 
@@ -139,25 +155,26 @@ impl Pool {
         Pool::new(common::output::cpu_count())
     }
 
-    fn lock(&self) -> RefMut<'_, Inner> {
-        self.inner.borrow_mut()
-    }
-
-    /// The workers' PIDs now (a replaced worker has a new one).
+    /// The workers' PIDs now (a replaced worker has a new one); empty when called
+    /// from inside the pool (see [`PoolError::Busy`]).
     pub fn worker_pids(&self) -> Vec<i32> {
-        self.inner.borrow().worker_pids()
+        lock(&self.inner)
+            .map(|i| i.worker_pids())
+            .unwrap_or_default()
     }
 
     /// How many workers have died and been replaced.
     pub fn replaced(&self) -> usize {
-        self.inner.borrow().replaced
+        lock(&self.inner).map(|i| i.replaced).unwrap_or_default()
     }
 
     pub fn processes(&self) -> usize {
-        self.inner.borrow().processes()
+        self.processes
     }
 
     /// Queue `items` as tasks of `chunksize` items each, to be answered in one inbox.
+    /// Your iterator and your `Serialize` run while the pool is not locked: they may
+    /// use the pool, and drop handles.
     fn submit<A: Wire, R: Wire>(
         &self,
         f: fn(A) -> R,
@@ -167,25 +184,41 @@ impl Pool {
         if chunksize == 0 {
             return Err(PoolError::ZeroChunksize);
         }
-        let mut inner = self.lock();
-        inner.usable()?;
+        lock(&self.inner)?.usable()?;
         let inbox = Rc::new(Inbox::default());
+        self.queue_all(f, items, chunksize, &inbox)
+            .inspect_err(|_| inbox.abandon())?;
+        Ok(inbox)
+    }
+
+    fn queue_all<A: Wire, R: Wire>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+        chunksize: usize,
+        inbox: &Rc<Inbox>,
+    ) -> Result<(), PoolError> {
         let mut items = items.into_iter().peekable();
         while items.peek().is_some() {
             let chunk: Vec<A> = items.by_ref().take(chunksize).collect();
             let args =
                 postcard::to_allocvec(&chunk).map_err(|e| PoolError::Codec(e.to_string()))?;
-            inner.queue(worker::task_for(f, args), chunk.len(), &inbox);
+            let len = chunk.len();
+            drop(chunk);
+            let mut inner = lock(&self.inner)?;
+            inner.usable()?; // the iterator may have closed the pool
+            inner.queue(worker::task_for(f, args), len, inbox);
             // An idle worker starts on this chunk while the next one is encoded.
             if inner.has_idle_worker() {
                 inner.dispatch();
             }
         }
         // Start work right away if a worker is idle; do not wait for anything.
+        let mut inner = lock(&self.inner)?;
         inner.dispatch();
         inner.absorb_ready()?;
         inner.dispatch();
-        Ok(inbox)
+        Ok(())
     }
 
     /// `pool.apply_async(f, (a,))`: run `f(a)` in a worker; the handle gets the result.
@@ -272,10 +305,12 @@ impl Pool {
         Ok(Imap::new(&self.inner, inbox, false))
     }
 
-    /// `pool.close()`: no new tasks; the queued ones still run.
+    /// `pool.close()`: no new tasks; the queued ones still run. (Called from inside
+    /// the pool, see [`PoolError::Busy`], it does nothing.)
     pub fn close(&self) {
-        let mut inner = self.lock();
-        if inner.state == State::Running {
+        if let Ok(mut inner) = lock(&self.inner)
+            && inner.state == State::Running
+        {
             inner.state = State::Closed;
         }
     }
@@ -283,13 +318,16 @@ impl Pool {
     /// `pool.join()`: after `close()`, wait for every task, then stop the workers
     /// and reap them.
     pub fn join(&self) -> Result<(), PoolError> {
-        self.lock().join()
+        lock(&self.inner)?.join()
     }
 
     /// `pool.terminate()`: kill the workers now (SIGKILL) and reap them; unfinished
-    /// tasks fail with [`PoolError::Terminated`].
+    /// tasks fail with [`PoolError::Terminated`]. (Called from inside the pool, see
+    /// [`PoolError::Busy`], it does nothing.)
     pub fn terminate(&self) {
-        self.lock().terminate();
+        if let Ok(mut inner) = lock(&self.inner) {
+            inner.terminate();
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::dispatch::{CHECK_EVERY, Inner};
-use super::{PoolError, Wire};
+use super::{PoolError, Wire, lock};
 
 /// A task's outcome as it arrived: its encoded `Vec<R>`, or why it failed.
 pub(super) type Outcome = Result<Vec<u8>, PoolError>;
@@ -82,6 +82,11 @@ impl Inbox {
     pub(super) fn dropped(&self) -> bool {
         self.dropped.get()
     }
+
+    /// Its handle is gone (or was never made): queued tasks need not run.
+    pub(super) fn abandon(&self) {
+        self.dropped.set(true);
+    }
 }
 
 fn decode<R: Wire>(bytes: &[u8]) -> Result<Vec<R>, PoolError> {
@@ -142,7 +147,7 @@ impl<T> AsyncResult<T> {
     /// go on; you may call `get` again). `None` waits as long as it takes, which is
     /// bounded as long as the function itself returns: a dead worker fails its task.
     pub fn get(&self, timeout: Option<Duration>) -> Result<T, PoolError> {
-        let mut inner = self.pool.borrow_mut();
+        let mut inner = lock(&self.pool)?;
         let deadline = timeout.map(|t| Instant::now() + t);
         inner
             .pump(deadline, |_| self.inbox.complete())
@@ -156,12 +161,16 @@ impl<T> AsyncResult<T> {
     /// The PIDs of the workers running this result's tasks right now (empty while
     /// they are queued or after they finished): to show, or to kill one.
     pub fn worker_pids(&self) -> Vec<i32> {
-        self.pool.borrow().pids_holding(&self.inbox)
+        lock(&self.pool)
+            .map(|i| i.pids_holding(&self.inbox))
+            .unwrap_or_default()
     }
 
     /// `res.ready()`: finished (well or badly)?
     pub fn ready(&self) -> bool {
-        let mut inner = self.pool.borrow_mut();
+        let Ok(mut inner) = lock(&self.pool) else {
+            return self.inbox.complete();
+        };
         let _ = inner.absorb_ready();
         inner.dispatch();
         if inner.last_check.elapsed() >= CHECK_EVERY {
@@ -172,8 +181,9 @@ impl<T> AsyncResult<T> {
 
     /// `res.wait(timeout)`: wait until ready or the timeout passes.
     pub fn wait(&self, timeout: Duration) {
-        let mut inner = self.pool.borrow_mut();
-        let _ = inner.pump(Some(Instant::now() + timeout), |_| self.inbox.complete());
+        if let Ok(mut inner) = lock(&self.pool) {
+            let _ = inner.pump(Some(Instant::now() + timeout), |_| self.inbox.complete());
+        }
     }
 
     /// `res.successful()`: `None` while not ready (Python raises ValueError).
@@ -188,7 +198,7 @@ impl<T> AsyncResult<T> {
 
 impl<T> Drop for AsyncResult<T> {
     fn drop(&mut self) {
-        self.inbox.dropped.set(true);
+        self.inbox.abandon();
     }
 }
 
@@ -250,10 +260,10 @@ impl<R: Wire> Iterator for Imap<R> {
             if self.reported == self.inbox.len() {
                 return None;
             }
-            let pumped = self
-                .pool
-                .borrow_mut()
-                .pump(None, |_| self.arrived().is_some());
+            let pumped = match lock(&self.pool) {
+                Ok(mut inner) => inner.pump(None, |_| self.arrived().is_some()),
+                Err(busy) => return Some(Err(busy)),
+            };
             if let (Err(e), None) = (pumped, self.arrived()) {
                 // A pool that breaks fails every task, so this cannot happen; if it
                 // did, every item left would still get an error, and none be lost.
@@ -285,6 +295,6 @@ impl<R: Wire> Iterator for Imap<R> {
 
 impl<R> Drop for Imap<R> {
     fn drop(&mut self) {
-        self.inbox.dropped.set(true);
+        self.inbox.abandon();
     }
 }
