@@ -85,9 +85,21 @@ const CASES: &[Case] = &[
         "a worker that died idle is replaced before it is handed a task",
         dead_idle_worker_replaced_before_use,
     ),
+    (
+        "join_timeout with a task that never ends: kills, reaps, says which failed",
+        join_timeout_never_ending_task,
+    ),
+    (
+        "under a low open-file limit the pool works or says why, never panics",
+        low_fd_limit,
+    ),
 ];
 
 fn main() {
+    // `--fd-limit=N`: this binary run again by `low_fd_limit`, in a fresh process.
+    if let Some(n) = std::env::args().find_map(|a| a.strip_prefix("--fd-limit=")?.parse().ok()) {
+        return pool_under_fd_limit(n);
+    }
     common::testkit::run_cases(CASES);
 }
 
@@ -523,5 +535,85 @@ fn dead_idle_worker_replaced_before_use() {
             assert_eq!(got, Ok(vec![0, 1, 4, 9]), "map {k}");
         }
         assert_eq!(pool.replaced(), 1);
+    });
+}
+
+/// Lower this process's open-file limit to `n`, then start a pool and use it.
+/// Exit 0 when it worked, 2 with `error: ...` when the pool said why it could not.
+fn pool_under_fd_limit(n: u64) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    setrlimit(Resource::RLIMIT_NOFILE, n, hard).expect("setrlimit");
+    let pool = match Pool::new(2) {
+        Ok(pool) => pool,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    assert_eq!(
+        pool.map(square, 0..100u64).unwrap(),
+        serial(&(0..100).collect::<Vec<_>>())
+    );
+}
+
+fn low_fd_limit() {
+    // A fresh process for each limit: ipc-channel measures the socket buffer once per
+    // process, and this one has done it long ago.
+    let me = std::env::current_exe().expect("current_exe");
+    let me = me.to_str().expect("a UTF-8 path");
+    let mut refused = 0;
+    for n in 6..=24 {
+        let arg = format!("--fd-limit={n}");
+        let run = common::testkit::run(me, &[&arg], Duration::from_secs(20));
+        assert!(!run.stderr.contains("panicked"), "ulimit -n {n}: {run}");
+        match run.code {
+            Some(0) => {}
+            Some(2) => {
+                assert!(
+                    run.stderr.contains("error: cannot start the pool: "),
+                    "ulimit -n {n}: {run}"
+                );
+                refused += 1;
+            }
+            _ => panic!("ulimit -n {n}: {run}"),
+        }
+    }
+    assert!(refused > 0, "some limit is too low for a pool");
+}
+
+/// A task that never ends.
+fn forever(_: u64) -> u64 {
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+fn join_timeout_never_ending_task() {
+    within(Duration::from_secs(20), || {
+        let pool = Pool::new(2).unwrap();
+        let stuck = pool.apply_async(forever, 0).unwrap();
+        let quick = pool.apply_async(square, 3).unwrap();
+        let queued = pool.map_async(forever, 0..4u64, Some(1)).unwrap();
+        pool.close();
+        let t = Instant::now();
+        let joined = pool.join_timeout(Duration::from_millis(500));
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        match joined {
+            Err(PoolError::JoinTimedOut { unfinished, .. }) => assert_eq!(unfinished, 5),
+            other => panic!("expected JoinTimedOut, got {other:?}"),
+        }
+        assert_eq!(quick.get(Some(Duration::ZERO)), Ok(9));
+        let why = stuck.get(Some(Duration::ZERO)).unwrap_err();
+        assert!(
+            why.to_string().contains("join gave up after 500ms"),
+            "{why}"
+        );
+        assert!(matches!(
+            queued.get(Some(Duration::ZERO)),
+            Err(PoolError::JoinTimedOut { .. })
+        ));
+        assert!(children_left().is_empty(), "{:?}", children_left());
+        assert_eq!(pool.join(), Ok(()), "joined already");
     });
 }

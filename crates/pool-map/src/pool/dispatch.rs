@@ -406,23 +406,35 @@ impl Inner {
         }
     }
 
-    /// After `close()`: wait for every task, then stop the workers and reap them.
-    pub(super) fn join(&mut self) -> Result<(), PoolError> {
+    /// After `close()`: wait for every task (at most `timeout`), then stop the
+    /// workers and reap them.
+    pub(super) fn join(&mut self, timeout: Option<Duration>) -> Result<(), PoolError> {
         match self.state {
             State::Running => return Err(PoolError::StillRunning),
             State::Joined | State::Terminated => return Ok(()),
             State::Closed => {}
         }
-        self.pump(None, |i| {
-            i.pending.is_empty() && i.workers.iter().all(|w| w.holding.is_empty())
-        })?;
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let idle =
+            |i: &Inner| i.pending.is_empty() && i.workers.iter().all(|w| w.holding.is_empty());
+        let mut unfinished = Ok(());
+        match self.pump(deadline, idle) {
+            Ok(()) => {}
+            Err(PoolError::Timeout(_)) => {
+                unfinished = Err(self.give_up(timeout.unwrap_or_default()))
+            }
+            Err(e) => return Err(e),
+        }
         let stop = Down::Stop.encode();
         for w in &mut self.workers {
             let _ = w.tasks.send(&stop);
         }
+        // An idle worker ends at once. One that does not (stopped, or stuck after
+        // its task) is killed when a shared 5 s grace has passed.
+        let grace = Instant::now() + Duration::from_secs(5);
         for w in &mut self.workers {
-            // A worker that ignores Stop (stuck in a task) is killed after 5 s.
-            if let Joined::Killed(_) = w.child.join_or_kill(Duration::from_secs(5))? {
+            let left = grace.saturating_duration_since(Instant::now());
+            if let Joined::Killed(_) = w.child.join_or_kill(left)? {
                 eprintln!(
                     "pool: worker pid {} did not stop and was killed",
                     w.child.pid()
@@ -430,7 +442,26 @@ impl Inner {
             }
         }
         self.state = State::Joined;
-        Ok(())
+        unfinished
+    }
+
+    /// `join_timeout`'s time is up: kill the workers still running tasks, and fail
+    /// those tasks and the queued ones.
+    fn give_up(&mut self, timeout: Duration) -> PoolError {
+        let held: usize = self.workers.iter().map(|w| w.holding.len()).sum();
+        let err = PoolError::JoinTimedOut {
+            timeout,
+            unfinished: held + self.pending.len(),
+        };
+        for i in 0..self.workers.len() {
+            if !self.workers[i].holding.is_empty() {
+                let _ = self.workers[i].child.kill();
+                let _ = self.workers[i].child.join();
+                self.fail_held(i, err.clone());
+            }
+        }
+        self.fail_pending(err.clone());
+        err
     }
 
     pub(super) fn terminate(&mut self) {

@@ -76,6 +76,9 @@ impl<T: Serialize + DeserializeOwned + 'static> Wire for T {}
 pub enum PoolError {
     #[error("a pool needs at least 1 process, got 0")]
     NoProcesses,
+    /// `Pool::new` could not open its channels or fork its workers.
+    #[error("cannot start the pool: {0}")]
+    CannotStart(String),
     #[error("chunksize must be at least 1, got 0")]
     ZeroChunksize,
     #[error("the pool is closed: it takes no new tasks (Python: ValueError: Pool not running)")]
@@ -93,6 +96,15 @@ pub enum PoolError {
     WorkerDiedSending { pid: i32, exit: String },
     #[error("no result within {0:?} (the task goes on running)")]
     Timeout(Duration),
+    /// `join_timeout` gave up: the tasks still running or queued fail with this.
+    #[error(
+        "join gave up after {timeout:?}: {unfinished} task(s) had not finished, and the \
+         workers running them were killed"
+    )]
+    JoinTimedOut {
+        timeout: Duration,
+        unfinished: usize,
+    },
     #[error("the pool is broken: {0}")]
     Broken(String),
     #[error("could not encode or decode a task: {0}")]
@@ -143,7 +155,18 @@ impl Pool {
         if processes == 0 {
             return Err(PoolError::NoProcesses);
         }
-        let inner = Inner::start(processes)?;
+        // ipc-channel measures the socket buffer once, on first use, and panics if it
+        // cannot open a socket for that: make it happen now, as a clear error.
+        common::ipc::ready().map_err(|e| PoolError::CannotStart(e.to_string()))?;
+        let inner = Inner::start(processes).map_err(|e| match e {
+            PoolError::Broken(why) if why.contains("Too many open files") => {
+                PoolError::CannotStart(format!(
+                    "{why}; the open-file limit may be too low (ulimit -n)"
+                ))
+            }
+            PoolError::Broken(why) => PoolError::CannotStart(why),
+            e => e,
+        })?;
         Ok(Pool {
             inner: Rc::new(RefCell::new(inner)),
             processes,
@@ -316,9 +339,17 @@ impl Pool {
     }
 
     /// `pool.join()`: after `close()`, wait for every task, then stop the workers
-    /// and reap them.
+    /// and reap them. Like Python's, it waits as long as the tasks run: a task that
+    /// never ends makes it wait forever. [`Pool::join_timeout`] is the bounded one.
     pub fn join(&self) -> Result<(), PoolError> {
-        lock(&self.inner)?.join()
+        lock(&self.inner)?.join(None)
+    }
+
+    /// `join`, but at most `timeout` for the tasks: then the workers still running
+    /// one are killed and reaped, the unfinished tasks (running or queued) fail with
+    /// [`PoolError::JoinTimedOut`], and so does this call, saying how many.
+    pub fn join_timeout(&self, timeout: Duration) -> Result<(), PoolError> {
+        lock(&self.inner)?.join(Some(timeout))
     }
 
     /// `pool.terminate()`: kill the workers now (SIGKILL) and reap them; unfinished

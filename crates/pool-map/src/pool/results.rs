@@ -148,7 +148,8 @@ impl<T> AsyncResult<T> {
     /// bounded as long as the function itself returns: a dead worker fails its task.
     pub fn get(&self, timeout: Option<Duration>) -> Result<T, PoolError> {
         let mut inner = lock(&self.pool)?;
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout too long for the clock (Duration::MAX) is no timeout.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         inner
             .pump(deadline, |_| self.inbox.complete())
             .map_err(|e| match e {
@@ -182,7 +183,8 @@ impl<T> AsyncResult<T> {
     /// `res.wait(timeout)`: wait until ready or the timeout passes.
     pub fn wait(&self, timeout: Duration) {
         if let Ok(mut inner) = lock(&self.pool) {
-            let _ = inner.pump(Some(Instant::now() + timeout), |_| self.inbox.complete());
+            let deadline = Instant::now().checked_add(timeout);
+            let _ = inner.pump(deadline, |_| self.inbox.complete());
         }
     }
 
