@@ -1,5 +1,5 @@
-//! The parent's side: queued tasks, handing batches to idle workers, taking their
-//! results in, and replacing workers that died.
+//! The parent's side: queued tasks, handing batches to idle workers, and taking
+//! their results in (the workers' lives are in `lifecycle.rs`).
 //!
 //! Nothing here runs on its own: every public call of the pool drives it, through
 //! [`Inner::pump`] (wait for something, with a deadline) or [`Inner::absorb_ready`]
@@ -10,14 +10,14 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use common::process::{Child, Joined};
-use ipc_channel::ipc::{self, IpcBytesSender, IpcReceiver, IpcSender};
+use common::process::Child;
+use ipc_channel::ipc::{IpcBytesSender, IpcReceiver, IpcSender};
 use ipc_channel::{IpcError, TryRecvError};
 
 use super::PoolError;
 use super::results::{Inbox, Outcome};
-use super::wire::{Done, Down, Failure, Up, piece_size};
-use super::worker::{Task, worker_loop};
+use super::wire::{Done, Down, Failure, Up};
+use super::worker::Task;
 
 /// The most tasks one message carries to a worker. One batch is in flight per
 /// worker, so a worker idles for one round trip between batches: large batches
@@ -28,30 +28,30 @@ const MAX_BATCH: usize = 1024;
 pub(super) const CHECK_EVERY: Duration = Duration::from_millis(10);
 
 /// Where a task's outcome goes.
-struct Route {
+pub(super) struct Route {
     id: u64,
     inbox: Rc<Inbox>,
     slot: usize,
 }
 
 impl Route {
-    fn deliver(self, outcome: Outcome) {
+    pub(super) fn deliver(self, outcome: Outcome) {
         self.inbox.put(self.slot, outcome);
     }
 }
 
-struct Worker {
-    child: Child,
-    tasks: IpcBytesSender,
+pub(super) struct Worker {
+    pub(super) child: Child,
+    pub(super) tasks: IpcBytesSender,
     /// The batch it holds (empty = idle), in the order it was given.
-    holding: Vec<Route>,
+    pub(super) holding: Vec<Route>,
     /// A batch too big for one message, and how much of it was sent: the next
     /// piece goes when the worker acknowledges the last one.
-    outgoing: Option<(Vec<u8>, usize)>,
+    pub(super) outgoing: Option<(Vec<u8>, usize)>,
     /// The pieces of a reply too big for one message, glued as they arrive.
-    incoming: Vec<u8>,
+    pub(super) incoming: Vec<u8>,
     /// A send to it failed: it is dead or dying. It gets nothing until replaced.
-    lost: bool,
+    pub(super) lost: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,35 +63,19 @@ pub(super) enum State {
 }
 
 pub(super) struct Inner {
-    workers: Vec<Worker>,
-    results: IpcReceiver<Up>,
+    pub(super) workers: Vec<Worker>,
+    pub(super) results: IpcReceiver<Up>,
     /// Kept to hand a clone to replacement workers.
-    results_tx: IpcSender<Up>,
+    pub(super) results_tx: IpcSender<Up>,
     /// The largest message, in bytes (see `wire.rs`).
-    piece: usize,
+    pub(super) piece: usize,
     /// Tasks not yet sent.
-    pending: VecDeque<(Task, Route)>,
-    next_id: u64,
+    pub(super) pending: VecDeque<(Task, Route)>,
+    pub(super) next_id: u64,
     pub(super) state: State,
-    broken: Option<String>,
+    pub(super) broken: Option<String>,
     pub(super) last_check: Instant,
     pub(super) replaced: usize,
-}
-
-fn spawn_worker(results_tx: &IpcSender<Up>, piece: usize) -> Result<Worker, PoolError> {
-    let (tx, rx) = ipc::bytes_channel().map_err(|e| PoolError::Broken(e.to_string()))?;
-    let up = results_tx.clone();
-    // Child: the closure owns `rx` and `up`; in the parent they are dropped when
-    // fork returns, so the worker holds the only receiving end of its tasks.
-    let child = common::fork(move || worker_loop(rx, up, piece))?;
-    Ok(Worker {
-        child,
-        tasks: tx,
-        holding: Vec::new(),
-        outgoing: None,
-        incoming: Vec::new(),
-        lost: false,
-    })
 }
 
 impl Worker {
@@ -116,29 +100,6 @@ impl Worker {
 }
 
 impl Inner {
-    /// Fork `processes` workers.
-    pub(super) fn start(processes: usize) -> Result<Inner, PoolError> {
-        let (results_tx, results) =
-            ipc::channel::<Up>().map_err(|e| PoolError::Broken(e.to_string()))?;
-        let piece = piece_size();
-        let mut workers = Vec::with_capacity(processes);
-        for _ in 0..processes {
-            workers.push(spawn_worker(&results_tx, piece)?); // on error, the ones made so far are killed on drop
-        }
-        Ok(Inner {
-            workers,
-            results,
-            results_tx,
-            piece,
-            pending: VecDeque::new(),
-            next_id: 0,
-            state: State::Running,
-            broken: None,
-            last_check: Instant::now(),
-            replaced: 0,
-        })
-    }
-
     pub(super) fn worker_pids(&self) -> Vec<i32> {
         self.workers.iter().map(|w| w.child.pid()).collect()
     }
@@ -284,7 +245,7 @@ impl Inner {
         }
     }
 
-    fn fail_held(&mut self, i: usize, err: PoolError) {
+    pub(super) fn fail_held(&mut self, i: usize, err: PoolError) {
         for route in std::mem::take(&mut self.workers[i].holding) {
             route.deliver(Err(err.clone()));
         }
@@ -311,16 +272,6 @@ impl Inner {
             IpcError::Disconnected => "the workers' channel was closed".to_string(),
         };
         self.break_pool(why)
-    }
-
-    fn break_pool(&mut self, why: String) -> PoolError {
-        let err = PoolError::Broken(why.clone());
-        for i in 0..self.workers.len() {
-            self.fail_held(i, err.clone());
-        }
-        self.fail_pending(err.clone());
-        self.broken = Some(why);
-        err
     }
 
     /// Work until `until` holds, or the deadline passes.
@@ -353,129 +304,5 @@ impl Inner {
                 self.check_workers();
             }
         }
-    }
-
-    /// Reap dead workers, fail the tasks they held, fork replacements.
-    pub(super) fn check_workers(&mut self) {
-        self.last_check = Instant::now();
-        if matches!(self.state, State::Terminated | State::Joined) {
-            return;
-        }
-        for i in 0..self.workers.len() {
-            let w = &mut self.workers[i];
-            if w.child.is_alive().unwrap_or(false) {
-                continue;
-            }
-            let pid = w.child.pid();
-            let exit = w.child.join().map(|e| e.to_string()).unwrap_or_default();
-            // All it sent before it died is waiting in the socket: take it in first,
-            // so a result it delivered is not reported lost.
-            if self.absorb_ready().is_err() {
-                return; // the pool is broken, and every task has failed
-            }
-            let w = &mut self.workers[i];
-            w.outgoing = None;
-            let err = if std::mem::take(&mut w.incoming).is_empty() {
-                PoolError::WorkerDied { pid, exit }
-            } else {
-                PoolError::WorkerDiedSending { pid, exit }
-            };
-            self.fail_held(i, err);
-            match spawn_worker(&self.results_tx, self.piece) {
-                Ok(new) => {
-                    self.workers[i] = new;
-                    self.replaced += 1;
-                }
-                Err(e) => {
-                    let e = match e {
-                        PoolError::Broken(inner) => inner,
-                        other => other.to_string(),
-                    };
-                    self.break_pool(format!(
-                        "worker pid {pid} died and could not be replaced: {e}"
-                    ));
-                    return;
-                }
-            }
-        }
-    }
-
-    fn fail_pending(&mut self, err: PoolError) {
-        for (_, route) in self.pending.drain(..) {
-            route.deliver(Err(err.clone()));
-        }
-    }
-
-    /// After `close()`: wait for every task (at most `timeout`), then stop the
-    /// workers and reap them.
-    pub(super) fn join(&mut self, timeout: Option<Duration>) -> Result<(), PoolError> {
-        match self.state {
-            State::Running => return Err(PoolError::StillRunning),
-            State::Joined | State::Terminated => return Ok(()),
-            State::Closed => {}
-        }
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let idle =
-            |i: &Inner| i.pending.is_empty() && i.workers.iter().all(|w| w.holding.is_empty());
-        let mut unfinished = Ok(());
-        match self.pump(deadline, idle) {
-            Ok(()) => {}
-            Err(PoolError::Timeout(_)) => {
-                unfinished = Err(self.give_up(timeout.unwrap_or_default()))
-            }
-            Err(e) => return Err(e),
-        }
-        let stop = Down::Stop.encode();
-        for w in &mut self.workers {
-            let _ = w.tasks.send(&stop);
-        }
-        // An idle worker ends at once. One that does not (stopped, or stuck after
-        // its task) is killed when a shared 5 s grace has passed.
-        let grace = Instant::now() + Duration::from_secs(5);
-        for w in &mut self.workers {
-            let left = grace.saturating_duration_since(Instant::now());
-            if let Joined::Killed(_) = w.child.join_or_kill(left)? {
-                eprintln!(
-                    "pool: worker pid {} did not stop and was killed",
-                    w.child.pid()
-                );
-            }
-        }
-        self.state = State::Joined;
-        unfinished
-    }
-
-    /// `join_timeout`'s time is up: kill the workers still running tasks, and fail
-    /// those tasks and the queued ones.
-    fn give_up(&mut self, timeout: Duration) -> PoolError {
-        let held: usize = self.workers.iter().map(|w| w.holding.len()).sum();
-        let err = PoolError::JoinTimedOut {
-            timeout,
-            unfinished: held + self.pending.len(),
-        };
-        for i in 0..self.workers.len() {
-            if !self.workers[i].holding.is_empty() {
-                let _ = self.workers[i].child.kill();
-                let _ = self.workers[i].child.join();
-                self.fail_held(i, err.clone());
-            }
-        }
-        self.fail_pending(err.clone());
-        err
-    }
-
-    pub(super) fn terminate(&mut self) {
-        if self.state == State::Terminated {
-            return;
-        }
-        for w in &mut self.workers {
-            let _ = w.child.kill();
-            let _ = w.child.join();
-            for route in std::mem::take(&mut w.holding) {
-                route.deliver(Err(PoolError::Terminated));
-            }
-        }
-        self.fail_pending(PoolError::Terminated);
-        self.state = State::Terminated;
     }
 }

@@ -45,11 +45,14 @@
 //!
 //! The parts: `wire.rs` says what crosses between parent and workers, and why no
 //! message is big; `worker.rs` is the worker's side (the loop that runs tasks);
-//! `dispatch.rs` the parent's (handing out batches, taking results in, replacing
-//! dead workers); `results.rs` the handles ([`AsyncResult`], [`Imap`]). This file
-//! is the API.
+//! `dispatch.rs` the parent's (handing out batches, taking results in);
+//! `lifecycle.rs` the workers' lives (forking, replacing the dead, `join`);
+//! `results.rs` the handles ([`AsyncResult`], [`Imap`]); `error.rs` what can go
+//! wrong. This file is the API.
 
 mod dispatch;
+mod error;
+mod lifecycle;
 mod results;
 mod wire;
 mod worker;
@@ -61,8 +64,8 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use common::process::ProcessError;
 use dispatch::{Inner, State};
+pub use error::PoolError;
 pub use results::{AsyncResult, Imap};
 use results::{Inbox, gather_all, gather_one};
 
@@ -71,64 +74,11 @@ use results::{Inbox, gather_all, gather_one};
 pub trait Wire: Serialize + DeserializeOwned + 'static {}
 impl<T: Serialize + DeserializeOwned + 'static> Wire for T {}
 
-/// Everything that can go wrong with a pool or one of its tasks.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PoolError {
-    #[error("a pool needs at least 1 process, got 0")]
-    NoProcesses,
-    /// `Pool::new` could not open its channels or fork its workers.
-    #[error("cannot start the pool: {0}")]
-    CannotStart(String),
-    #[error("chunksize must be at least 1, got 0")]
-    ZeroChunksize,
-    #[error("the pool is closed: it takes no new tasks (Python: ValueError: Pool not running)")]
-    Closed,
-    #[error("the pool was terminated")]
-    Terminated,
-    #[error("the pool is still running: call close() before join()")]
-    StillRunning,
-    #[error("the task panicked in worker pid {pid}: {message}")]
-    TaskPanicked { pid: i32, message: String },
-    #[error("worker pid {pid} died ({exit}) while it held this task")]
-    WorkerDied { pid: i32, exit: String },
-    /// The task ran, but its worker died before its result had crossed whole.
-    #[error("worker pid {pid} died ({exit}) while it sent this task's result")]
-    WorkerDiedSending { pid: i32, exit: String },
-    #[error("no result within {0:?} (the task goes on running)")]
-    Timeout(Duration),
-    /// `join_timeout` gave up: the tasks still running or queued fail with this.
-    #[error(
-        "join gave up after {timeout:?}: {unfinished} task(s) had not finished, and the \
-         workers running them were killed"
-    )]
-    JoinTimedOut {
-        timeout: Duration,
-        unfinished: usize,
-    },
-    #[error("the pool is broken: {0}")]
-    Broken(String),
-    #[error("could not encode or decode a task: {0}")]
-    Codec(String),
-    /// The pool was called from code it was running itself: a `Serialize` or
-    /// `Deserialize` impl of a task's argument or result.
-    #[error(
-        "the pool is busy: it was called from inside one of its own calls (from a \
-         Serialize or Deserialize impl); call it from outside"
-    )]
-    Busy,
-}
-
 /// The pool's state, for one call at a time. A call from inside a call (only code
 /// the pool runs, such as a `Deserialize` impl, can make one) gets `Busy`, not a
 /// panic. The pool runs no code of yours while it holds this, except that.
 fn lock(inner: &RefCell<Inner>) -> Result<RefMut<'_, Inner>, PoolError> {
     inner.try_borrow_mut().map_err(|_| PoolError::Busy)
-}
-
-impl From<ProcessError> for PoolError {
-    fn from(e: ProcessError) -> Self {
-        PoolError::Broken(e.to_string())
-    }
 }
 
 /// Python's default `chunksize` for `map` (CPython `Pool._map_async`):

@@ -1,0 +1,59 @@
+//! What can go wrong, in words a learner can act on: each variant's text says what
+//! happened to the pool or to the task, never a Rust `Debug` dump.
+
+use std::time::Duration;
+
+use common::process::ProcessError;
+
+/// Everything that can go wrong with a pool or one of its tasks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    #[error("a pool needs at least 1 process, got 0")]
+    NoProcesses,
+    /// `Pool::new` could not open its channels or fork its workers.
+    #[error("cannot start the pool: {0}")]
+    CannotStart(String),
+    #[error("chunksize must be at least 1, got 0")]
+    ZeroChunksize,
+    #[error("the pool is closed: it takes no new tasks (Python: ValueError: Pool not running)")]
+    Closed,
+    #[error("the pool was terminated")]
+    Terminated,
+    #[error("the pool is still running: call close() before join()")]
+    StillRunning,
+    #[error("the task panicked in worker pid {pid}: {message}")]
+    TaskPanicked { pid: i32, message: String },
+    #[error("worker pid {pid} died ({exit}) while it held this task")]
+    WorkerDied { pid: i32, exit: String },
+    /// The task ran, but its worker died before its result had crossed whole.
+    #[error("worker pid {pid} died ({exit}) while it sent this task's result")]
+    WorkerDiedSending { pid: i32, exit: String },
+    #[error("no result within {0:?} (the task goes on running)")]
+    Timeout(Duration),
+    /// `join_timeout` gave up: the tasks still running or queued fail with this.
+    #[error(
+        "join gave up after {timeout:?}: {unfinished} task(s) had not finished, and the \
+         workers running them were killed"
+    )]
+    JoinTimedOut {
+        timeout: Duration,
+        unfinished: usize,
+    },
+    #[error("the pool is broken: {0}")]
+    Broken(String),
+    #[error("could not encode or decode a task: {0}")]
+    Codec(String),
+    /// The pool was called from code it was running itself: a `Serialize` or
+    /// `Deserialize` impl of a task's argument or result.
+    #[error(
+        "the pool is busy: it was called from inside one of its own calls (from a \
+         Serialize or Deserialize impl); call it from outside"
+    )]
+    Busy,
+}
+
+impl From<ProcessError> for PoolError {
+    fn from(e: ProcessError) -> Self {
+        PoolError::Broken(e.to_string())
+    }
+}

@@ -1,0 +1,192 @@
+//! The workers' lives: forking them, noticing the dead and forking replacements,
+//! and stopping them all (`join`, `join_timeout`, `terminate`).
+//!
+//! A dead worker is reaped by `check_workers`, which runs about every 10 ms while
+//! the pool waits. Before it fails the tasks the dead worker held, it reads all
+//! that worker sent before it died: a result that was delivered is never lost.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use common::process::Joined;
+use ipc_channel::ipc::{self, IpcSender};
+
+use super::PoolError;
+use super::dispatch::{Inner, State, Worker};
+use super::wire::{Down, Up, piece_size};
+use super::worker::worker_loop;
+
+fn spawn_worker(results_tx: &IpcSender<Up>, piece: usize) -> Result<Worker, PoolError> {
+    let (tx, rx) = ipc::bytes_channel().map_err(|e| PoolError::Broken(e.to_string()))?;
+    let up = results_tx.clone();
+    // Child: the closure owns `rx` and `up`; in the parent they are dropped when
+    // fork returns, so the worker holds the only receiving end of its tasks.
+    let child = common::fork(move || worker_loop(rx, up, piece))?;
+    Ok(Worker {
+        child,
+        tasks: tx,
+        holding: Vec::new(),
+        outgoing: None,
+        incoming: Vec::new(),
+        lost: false,
+    })
+}
+
+impl Inner {
+    /// Fork `processes` workers.
+    pub(super) fn start(processes: usize) -> Result<Inner, PoolError> {
+        let (results_tx, results) =
+            ipc::channel::<Up>().map_err(|e| PoolError::Broken(e.to_string()))?;
+        let piece = piece_size();
+        let mut workers = Vec::with_capacity(processes);
+        for _ in 0..processes {
+            workers.push(spawn_worker(&results_tx, piece)?); // on error, the ones made so far are killed on drop
+        }
+        Ok(Inner {
+            workers,
+            results,
+            results_tx,
+            piece,
+            pending: VecDeque::new(),
+            next_id: 0,
+            state: State::Running,
+            broken: None,
+            last_check: Instant::now(),
+            replaced: 0,
+        })
+    }
+
+    /// Reap dead workers, fail the tasks they held, fork replacements.
+    pub(super) fn check_workers(&mut self) {
+        self.last_check = Instant::now();
+        if matches!(self.state, State::Terminated | State::Joined) {
+            return;
+        }
+        for i in 0..self.workers.len() {
+            let w = &mut self.workers[i];
+            if w.child.is_alive().unwrap_or(false) {
+                continue;
+            }
+            let pid = w.child.pid();
+            let exit = w.child.join().map(|e| e.to_string()).unwrap_or_default();
+            // All it sent before it died is waiting in the socket: take it in first,
+            // so a result it delivered is not reported lost.
+            if self.absorb_ready().is_err() {
+                return; // the pool is broken, and every task has failed
+            }
+            let w = &mut self.workers[i];
+            w.outgoing = None;
+            let err = if std::mem::take(&mut w.incoming).is_empty() {
+                PoolError::WorkerDied { pid, exit }
+            } else {
+                PoolError::WorkerDiedSending { pid, exit }
+            };
+            self.fail_held(i, err);
+            match spawn_worker(&self.results_tx, self.piece) {
+                Ok(new) => {
+                    self.workers[i] = new;
+                    self.replaced += 1;
+                }
+                Err(e) => {
+                    let e = match e {
+                        PoolError::Broken(inner) => inner,
+                        other => other.to_string(),
+                    };
+                    self.break_pool(format!(
+                        "worker pid {pid} died and could not be replaced: {e}"
+                    ));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn fail_pending(&mut self, err: PoolError) {
+        for (_, route) in self.pending.drain(..) {
+            route.deliver(Err(err.clone()));
+        }
+    }
+
+    /// After `close()`: wait for every task (at most `timeout`), then stop the
+    /// workers and reap them.
+    pub(super) fn join(&mut self, timeout: Option<Duration>) -> Result<(), PoolError> {
+        match self.state {
+            State::Running => return Err(PoolError::StillRunning),
+            State::Joined | State::Terminated => return Ok(()),
+            State::Closed => {}
+        }
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let idle =
+            |i: &Inner| i.pending.is_empty() && i.workers.iter().all(|w| w.holding.is_empty());
+        let mut unfinished = Ok(());
+        match self.pump(deadline, idle) {
+            Ok(()) => {}
+            Err(PoolError::Timeout(_)) => {
+                unfinished = Err(self.give_up(timeout.unwrap_or_default()))
+            }
+            Err(e) => return Err(e),
+        }
+        let stop = Down::Stop.encode();
+        for w in &mut self.workers {
+            let _ = w.tasks.send(&stop);
+        }
+        // An idle worker ends at once. One that does not (stopped, or stuck after
+        // its task) is killed when a shared 5 s grace has passed.
+        let grace = Instant::now() + Duration::from_secs(5);
+        for w in &mut self.workers {
+            let left = grace.saturating_duration_since(Instant::now());
+            if let Joined::Killed(_) = w.child.join_or_kill(left)? {
+                eprintln!(
+                    "pool: worker pid {} did not stop and was killed",
+                    w.child.pid()
+                );
+            }
+        }
+        self.state = State::Joined;
+        unfinished
+    }
+
+    /// `join_timeout`'s time is up: kill the workers still running tasks, and fail
+    /// those tasks and the queued ones.
+    fn give_up(&mut self, timeout: Duration) -> PoolError {
+        let held: usize = self.workers.iter().map(|w| w.holding.len()).sum();
+        let err = PoolError::JoinTimedOut {
+            timeout,
+            unfinished: held + self.pending.len(),
+        };
+        for i in 0..self.workers.len() {
+            if !self.workers[i].holding.is_empty() {
+                let _ = self.workers[i].child.kill();
+                let _ = self.workers[i].child.join();
+                self.fail_held(i, err.clone());
+            }
+        }
+        self.fail_pending(err.clone());
+        err
+    }
+
+    pub(super) fn terminate(&mut self) {
+        if self.state == State::Terminated {
+            return;
+        }
+        for w in &mut self.workers {
+            let _ = w.child.kill();
+            let _ = w.child.join();
+            for route in std::mem::take(&mut w.holding) {
+                route.deliver(Err(PoolError::Terminated));
+            }
+        }
+        self.fail_pending(PoolError::Terminated);
+        self.state = State::Terminated;
+    }
+
+    pub(super) fn break_pool(&mut self, why: String) -> PoolError {
+        let err = PoolError::Broken(why.clone());
+        for i in 0..self.workers.len() {
+            self.fail_held(i, err.clone());
+        }
+        self.fail_pending(err.clone());
+        self.broken = Some(why);
+        err
+    }
+}
