@@ -144,8 +144,9 @@ impl<T> AsyncResult<T> {
     }
 
     /// `res.get(timeout)`: the result, the first task error, or `Timeout` (the tasks
-    /// go on; you may call `get` again). `None` waits as long as it takes, which is
-    /// bounded as long as the function itself returns: a dead worker fails its task.
+    /// go on; you may call `get` again). `None` waits as long as it takes, as
+    /// Python's does: bounded while the function returns and its worker runs (a dead
+    /// worker fails its task; a stopped one, SIGSTOP, holds it until continued).
     pub fn get(&self, timeout: Option<Duration>) -> Result<T, PoolError> {
         let mut inner = lock(&self.pool)?;
         // A timeout too long for the clock (Duration::MAX) is no timeout.
