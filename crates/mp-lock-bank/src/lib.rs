@@ -144,8 +144,8 @@ pub fn join_all(workers: &mut [Child], limit: Duration, what: &str) -> anyhow::R
             }
         };
         for w in workers.iter_mut() {
-            w.kill()?;
-            w.join()?; // SIGKILL ends even a stopped process: this returns
+            // No wait: SIGKILL (which ends even a stopped process), then a bounded reap.
+            w.join_or_kill(Duration::ZERO)?;
         }
         bail!(problem);
     }

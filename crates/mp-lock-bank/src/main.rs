@@ -15,7 +15,7 @@
 //! mp-lock-bank`.
 //!
 //! **Expected output** (PIDs, times, the unlocked balance and the lost count vary
-//! from run to run; the charts' bars are left out here):
+//! from run to run, down to 0 on a busy machine; the charts' bars are left out):
 //! ```text
 //! [1] without a lock: deposit 100 x 1 and withdraw 100 x 1, at once
 //!     final balance 189 (expected 200), 37 updates lost
@@ -24,9 +24,9 @@
 //!   no lock (the start)           0                                       8.5 ms
 //!     deposit   pid 19525 tid 19525 ...
 //!     withdraw  pid 19526 tid 19526 ...
-//!     both in   pid 19524 tid 19524 ...
+//!     both in ...
 //!     █ running   ░ waiting (sleep, I/O, join, lock)   ▓ holding the lock
-//!     both processes in the window at once: 15.4 ms in all
+//!     both processes in the window at once: ...
 //! [2] with the lock held across read, compute, write
 //!     final balance 200 (expected 200)
 //!   with the lock (the start)     0                                       8.5 ms
@@ -136,11 +136,11 @@ fn race_without_lock(lesson: &mut Lesson, bank: &Bank) -> anyhow::Result<()> {
         "final balance {} (expected {START}), {} updates lost",
         r.balance, r.lost
     ));
-    if r.lost > 0 || r.balance != START {
-        lesson.broken(format!("{} updates lost", r.lost));
-        lesson.say("(a process wrote back a balance the other had changed since it read it)");
-    } else {
-        lesson.say("nothing was lost this time; run again, or widen the window (--work-us)");
+    // Reported in every run: the window is there even when no update fell in it.
+    lesson.broken(format!("{} updates lost", r.lost));
+    lesson.say("(a process wrote back a balance the other had changed since it read it)");
+    if r.lost == 0 {
+        lesson.say("none this time: run again, or widen the window (--work-us)");
     }
     lesson.timeline_until(&r.timeline, "no lock (the start)", Some(r.chart_end));
     lesson.say(format!(

@@ -13,7 +13,7 @@
 //! --ascii`).
 //!
 //! **Expected output** (the load-then-store total and the lost count vary from run
-//! to run; the other numbers do not):
+//! to run, down to 0 now and then; the other numbers do not):
 //! ```text
 //! [1] what safe Rust refuses to compile (Python runs all of these)
 //!     E0133: a `static mut` counter written without `unsafe`
@@ -161,11 +161,11 @@ fn count_three_ways(lesson: &mut Lesson, plan: &Plan) -> anyhow::Result<Counts> 
 fn check_counts(lesson: &mut Lesson, plan: &Plan, counts: &Counts) {
     let (racy, target) = (counts.load_then_store, plan.target);
     lesson.say(format!("load, then store: {racy} (expected {target})"));
-    if racy < target {
-        lesson.broken(format!("lost {} updates", target - racy));
-        lesson.say("(each load and each store is atomic; the pair of them is not)");
-    } else {
-        lesson.say("no update was lost this time (a small window; try more --increments)");
+    // Reported in every run: the window is there even when no update fell in it.
+    lesson.broken(format!("lost {} updates", target - racy));
+    lesson.say("(each load and each store is atomic; the pair of them is not)");
+    if racy == target {
+        lesson.say("none this time: a small window; try more --increments");
     }
     lesson.check_eq("fetch_add", counts.fetch_add, target);
     lesson.check_eq("Mutex", counts.mutex, target);
