@@ -80,6 +80,17 @@ pub fn expect_error(bin: &str, args: &[&str], message: &str) {
     assert!(!r.stderr.contains("panicked"), "{args:?} panicked\n{r}");
 }
 
+/// Run `bin` where no thread can start: under an address-space limit (`ulimit -v`,
+/// 1 GB) below the stack every new thread asks for (2 GB through
+/// `RUST_MIN_STACK`, which std reads for each thread it spawns). The process
+/// itself, and the children it forks, run normally.
+pub fn run_without_threads(bin: &str, args: &[&str], timeout: Duration) -> Run {
+    let script = "ulimit -v 1000000 || exit 99; exec env RUST_MIN_STACK=2000000000 \"$@\"";
+    let mut all = vec!["-c", script, "sh", bin];
+    all.extend_from_slice(args);
+    run("sh", &all, timeout)
+}
+
 /// The `main` of a test binary that forks (`harness = false`): libtest would run the
 /// cases on several threads, and the kit refuses to fork a multithreaded process.
 /// Runs each case in turn on this one thread (those whose name contains the first
@@ -155,6 +166,32 @@ impl Run {
             "the header's Expected output promises lines the lesson did not print:\n{}\n{self}",
             missing.join("\n")
         );
+        self
+    }
+
+    /// Fail the test unless every stdout line fits `columns` (counted in
+    /// characters, not bytes).
+    pub fn assert_fits(&self, columns: usize) -> &Self {
+        let wide: Vec<&str> = self
+            .stdout
+            .lines()
+            .filter(|l| l.chars().count() > columns)
+            .collect();
+        assert!(
+            wide.is_empty(),
+            "lines wider than {columns} columns:\n{}\n{self}",
+            wide.join("\n")
+        );
+        self
+    }
+
+    /// Fail the test unless the lesson stopped with a clear error: exit code 2,
+    /// stderr starting with `error` (for example `error: cannot start a thread`),
+    /// and no panic.
+    pub fn assert_clear_error(&self, error: &str) -> &Self {
+        assert_eq!(self.code, Some(2), "expected exit code 2\n{self}");
+        assert!(self.stderr.starts_with(error), "expected {error:?}\n{self}");
+        assert!(!self.stderr.contains("panicked"), "a panic\n{self}");
         self
     }
 

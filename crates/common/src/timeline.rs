@@ -332,7 +332,8 @@ impl Timeline {
                 .iter()
                 .map(|c| c.map_or(' ', |k| k.glyph(ascii)))
                 .collect();
-            let _ = writeln!(out, "  {name:<label_w$}  {:<ids_w$} {row}", ids[i]);
+            let line = format!("  {name:<label_w$}  {:<ids_w$} {row}", ids[i]);
+            let _ = writeln!(out, "{}", line.trim_end());
         }
         let (r, w, h) = (
             Kind::Run.glyph(ascii),

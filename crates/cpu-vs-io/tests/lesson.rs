@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use common::testkit::{Run, expect_error, run};
+use common::testkit::{expect_error, run, run_without_threads};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cpu-vs-io");
 const LIMIT: Duration = Duration::from_secs(120);
@@ -33,7 +33,7 @@ fn the_lesson_holds_every_claim() {
             r.expect_line(&format!("note: {name}: {speedup:.2}x"));
         }
     }
-    assert_narrow(&r);
+    r.assert_fits(80);
 }
 
 #[test]
@@ -60,7 +60,7 @@ fn one_task_and_many() {
     );
     r.assert_success().assert_all_checks_held();
     r.expect_line("32 processes");
-    assert_narrow(&r);
+    r.assert_fits(80);
 }
 
 #[test]
@@ -79,13 +79,8 @@ fn bad_flags_get_clear_errors() {
 /// the calibration still run; the threads' run stops the lesson with exit 2.
 #[test]
 fn a_thread_that_cannot_start_is_a_clear_error() {
-    let script = "ulimit -v 1000000 || exit 99; exec env RUST_MIN_STACK=2000000000 \"$@\"";
-    let args = ["-c", script, "sh", BIN, "--cpu-ms", "5", "--io-ms", "20"];
-    let r = run("sh", &args, LIMIT);
-    assert_eq!(r.code, Some(2), "{r}");
-    let error = "error: cannot start a thread: Resource temporarily unavailable";
-    assert!(r.stderr.starts_with(error), "{r}");
-    assert!(!r.stderr.contains("panicked"), "{r}");
+    let r = run_without_threads(BIN, &["--cpu-ms", "5", "--io-ms", "20"], LIMIT);
+    r.assert_clear_error("error: cannot start a thread: Resource temporarily unavailable");
     r.expect_line("[2] CPU-bound");
 }
 
@@ -94,15 +89,4 @@ fn number_before(line: &str, marker: &str) -> f64 {
     let head = &line[..line.find(marker).expect("marker")];
     let start = head.rfind(' ').map_or(0, |i| i + 1);
     head[start..].parse().expect("a number")
-}
-
-/// Every line after the kit's banner fits 80 columns.
-fn assert_narrow(r: &Run) {
-    let rules = |l: &&str| !l.starts_with("====");
-    let lesson = r.stdout.lines().skip_while(rules).skip(1).skip_while(rules);
-    let wide: Vec<&str> = lesson.filter(|l| l.chars().count() > 80).collect();
-    assert!(
-        wide.is_empty(),
-        "lines wider than 80 columns: {wide:#?}\n{r}"
-    );
 }

@@ -95,14 +95,7 @@ fn the_charts_show_the_race_and_the_waiting() {
 #[test]
 fn every_line_fits_80_columns() {
     let _serial = one_at_a_time();
-    let r = run(BIN, &["--ops", "20"], LIMIT);
-    let long: Vec<&str> = r
-        .stdout
-        .lines()
-        .filter(|l| l.chars().count() > 80)
-        .filter(|l| !l.contains("unoptimised")) // the kit's banner line
-        .collect();
-    assert!(long.is_empty(), "lines over 80 columns: {long:#?}");
+    run(BIN, &["--ops", "20"], LIMIT).assert_fits(80);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use common::testkit::{expect_error, numbers, run};
+use common::testkit::{expect_error, numbers, run, run_without_threads};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pool-map");
 const LIMIT: Duration = Duration::from_secs(120);
@@ -41,13 +41,16 @@ fn the_lesson_holds_every_claim_and_prints_its_expected_output() {
 #[test]
 fn every_line_fits_80_columns() {
     let r = run(BIN, &["--items", "500", "--tasks", "500"], LIMIT);
-    r.assert_success();
-    let long: Vec<&str> = r
-        .stdout
-        .lines()
-        .filter(|l| l.chars().count() > 80)
-        .collect();
-    assert!(long.is_empty(), "lines over 80 columns: {long:#?}");
+    r.assert_success().assert_fits(80);
+}
+
+/// A thread the system refuses (the cost step starts threads and a rayon pool)
+/// is a clear error, not a panic; the pool's workers are processes and run.
+#[test]
+fn a_thread_that_cannot_start_is_a_clear_error() {
+    let r = run_without_threads(BIN, &["--items", "500", "--tasks", "500"], LIMIT);
+    r.assert_clear_error("error: cannot start a thread: Resource temporarily unavailable");
+    r.expect_line("ok check: map after the replacement");
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use common::testkit::{Run, expect_error, run};
+use common::testkit::{expect_error, run};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shared-value-array");
 const LIMIT: Duration = Duration::from_secs(60);
@@ -19,7 +19,7 @@ fn parent_reads_the_shared_region_and_zeros_from_the_private_one() {
     ]);
     // The shared mapping is the memfd, by name.
     assert!(r.expect_line("rw-s").contains("/memfd:course-shm"), "{r}");
-    assert_narrow(&r);
+    r.assert_fits(80);
 }
 
 #[test]
@@ -87,7 +87,7 @@ fn the_largest_inputs_fit_the_lines() {
     let r = run(BIN, &args, LIMIT);
     r.assert_success().assert_all_checks_held();
     r.expect_line("(1048576 items)");
-    assert_narrow(&r);
+    r.assert_fits(80);
 }
 
 #[test]
@@ -107,15 +107,4 @@ fn impossible_sizes_and_bad_flags_get_clear_errors() {
     expect_error(BIN, &["--numbers", &too_many], "takes 1 to 1000 numbers");
     expect_error(BIN, &["--numbers", "1,,2"], "invalid value ''");
     expect_error(BIN, &["--value", "x"], "invalid value 'x'");
-}
-
-/// Every line the lesson prints after the kit's banner fits 80 columns.
-fn assert_narrow(r: &Run) {
-    let rules = |l: &&str| !l.starts_with("====");
-    let lesson = r.stdout.lines().skip_while(rules).skip(1).skip_while(rules);
-    let wide: Vec<&str> = lesson.filter(|l| l.chars().count() > 80).collect();
-    assert!(
-        wide.is_empty(),
-        "lines wider than 80 columns: {wide:#?}\n{r}"
-    );
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use common::testkit::{Run, expect_error, numbers, run};
+use common::testkit::{Run, expect_error, numbers, run, run_without_threads};
 
 const BIN: &str = env!("CARGO_BIN_EXE_threads-square-cube");
 const LIMIT: Duration = Duration::from_secs(60);
@@ -22,7 +22,7 @@ fn default_run_holds_every_claim_and_shows_the_header_output() {
     r.expect_line("ideal 1.600 s");
     assert_eq!(r.lines("ideal 0.800 s").len(), 2, "{r}");
     r.expect_lines(&["thread  start + join:", "process start + join:"]);
-    assert_narrow(&r);
+    r.assert_fits(80);
 }
 
 #[test]
@@ -70,7 +70,7 @@ fn the_most_numbers_and_the_largest_cubes_fit_the_lines() {
     r.assert_success().assert_all_checks_held();
     // 2097151 cubed is the largest cube of the list; it fits an i64.
     assert!(r.stdout.contains("9223358842721533951] (32 items)"), "{r}");
-    assert_narrow(&r);
+    r.assert_fits(80);
 }
 
 #[test]
@@ -102,23 +102,8 @@ fn a_thread_that_cannot_start_is_a_clear_error() {
 }
 
 fn under_a_thread_limit(mode: &str) -> Run {
-    let script = "ulimit -v 1000000 || exit 99; exec env RUST_MIN_STACK=2000000000 \"$@\"";
-    let args = ["-c", script, "sh", BIN, "--delay-ms", "10", "--mode", mode];
-    let r = run("sh", &args, LIMIT);
-    assert_eq!(r.code, Some(2), "{mode}\n{r}");
-    let error = "error: cannot start a thread: Resource temporarily unavailable";
-    assert!(r.stderr.starts_with(error), "{mode}\n{r}");
-    assert!(!r.stderr.contains("panicked"), "{mode}\n{r}");
+    let args = ["--delay-ms", "10", "--mode", mode];
+    let r = run_without_threads(BIN, &args, LIMIT);
+    r.assert_clear_error("error: cannot start a thread: Resource temporarily unavailable");
     r
-}
-
-/// Every line after the kit's banner fits 80 columns.
-fn assert_narrow(r: &Run) {
-    let rules = |l: &&str| !l.starts_with("====");
-    let lesson = r.stdout.lines().skip_while(rules).skip(1).skip_while(rules);
-    let wide: Vec<&str> = lesson.filter(|l| l.chars().count() > 80).collect();
-    assert!(
-        wide.is_empty(),
-        "lines wider than 80 columns: {wide:#?}\n{r}"
-    );
 }
