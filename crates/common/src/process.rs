@@ -333,6 +333,14 @@ impl Child {
         Ok(Joined::Killed(self.kill_and_reap()?))
     }
 
+    /// Whether the child is stopped now (SIGSTOP, SIGTSTP, or a tracer): it runs
+    /// nothing until someone sends it SIGCONT, so whoever waits for it waits
+    /// forever. SIGKILL still ends it.
+    pub fn is_stopped(&self) -> bool {
+        self.exit.is_none()
+            && matches!(crate::procfs::state_of(self.pid()), Some('T' | 't'))
+    }
+
     /// `join`, bounded: the exit of a child that ends within `patience`, or, for
     /// one that does not (stuck, or stopped by SIGSTOP), kill it, reap it and
     /// return [`ProcessError::Stuck`]. What a lesson uses where the child should

@@ -52,14 +52,26 @@ pub fn list_children() -> Result<Vec<(i32, char)>, ProcessError> {
     Ok(pids
         .into_iter()
         .filter_map(|pid| {
-            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // Fields after the command name (which may contain spaces and parens).
-            let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
-            let state = rest.next()?.chars().next()?;
-            let ppid: i32 = rest.next()?.parse().ok()?;
+            let (state, ppid) = state_and_parent(pid)?;
             (ppid == me).then_some((pid, state))
         })
         .collect())
+}
+
+/// A process's state letter from `/proc/<pid>/stat` (proc(5): `R` running, `S`
+/// sleeping, `T` stopped by a signal, `t` stopped by a tracer, `Z` zombie, ...),
+/// or `None` when it is gone (or /proc cannot tell).
+pub fn state_of(pid: i32) -> Option<char> {
+    state_and_parent(pid).map(|(state, _)| state)
+}
+
+fn state_and_parent(pid: i32) -> Option<(char, i32)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces and parens).
+    let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid: i32 = rest.next()?.parse().ok()?;
+    Some((state, ppid))
 }
 
 /// The file descriptors this process has open now (from `/proc/self/fd`); an

@@ -6,7 +6,7 @@
 
 mod pool;
 
-pub use pool::{AsyncResult, Imap, Pool, PoolError, Wire, default_chunksize};
+pub use pool::{AsyncResult, Imap, Pool, PoolError, STOP_PATIENCE, Wire, default_chunksize};
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

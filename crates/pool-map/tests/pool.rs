@@ -66,6 +66,10 @@ const CASES: &[Case] = &[
         stopped_worker_big_task,
     ),
     (
+        "a worker stopped while it holds a task is killed and replaced, no call hangs",
+        stopped_worker_is_killed_and_replaced,
+    ),
+    (
         "imap of 8 big results, both workers killed while sending: 8 items, none lost",
         imap_reports_every_item,
     ),
@@ -415,6 +419,37 @@ fn stopped_worker_big_task() {
     });
 }
 
+/// A worker stopped (SIGSTOP) while it holds a task freezes no call: after
+/// `STOP_PATIENCE` the pool kills it, fails its task with `WorkerStopped`, and
+/// replaces it. Python's pool would wait for it forever.
+fn stopped_worker_is_killed_and_replaced() {
+    within(Duration::from_secs(30), || {
+        let pool = Pool::new(2).unwrap();
+        pool.map(square, 0..4u64).unwrap(); // both workers are up
+        let res = pool.apply_async(slow_square, 3).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let pid = res.worker_pids()[0];
+        signal(pid, Signal::SIGSTOP);
+        let t = Instant::now();
+        let got = res.get(None);
+        let took = t.elapsed();
+        assert_eq!(
+            got.err(),
+            Some(PoolError::WorkerStopped {
+                pid,
+                secs: pool_map::STOP_PATIENCE.as_secs()
+            })
+        );
+        assert!(
+            took < pool_map::STOP_PATIENCE + Duration::from_secs(2),
+            "{took:?}"
+        );
+        assert_eq!(pool.replaced(), 1);
+        assert!(!pool.worker_pids().contains(&pid));
+        assert_eq!(pool.map(square, vec![1, 2, 3]).unwrap(), vec![1, 4, 9]);
+    });
+}
+
 fn imap_reports_every_item() {
     within(Duration::from_secs(30), || {
         let pool = Pool::new(2).unwrap();
@@ -606,7 +641,7 @@ fn join_timeout_never_ending_task() {
         assert_eq!(quick.get(Some(Duration::ZERO)), Ok(9));
         let why = stuck.get(Some(Duration::ZERO)).unwrap_err();
         assert!(
-            why.to_string().contains("join gave up after 500ms"),
+            why.to_string().contains("join gave up after 500.0 ms"),
             "{why}"
         );
         assert!(matches!(

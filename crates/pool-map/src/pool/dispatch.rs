@@ -52,6 +52,8 @@ pub(super) struct Worker {
     pub(super) incoming: Vec<u8>,
     /// A send to it failed: it is dead or dying. It gets nothing until replaced.
     pub(super) lost: bool,
+    /// Since when it has been seen stopped (SIGSTOP) while it held work.
+    pub(super) stopped_since: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use common::process::ProcessError;
+use common::timeline::fmt_duration;
 
 /// Everything that can go wrong with a pool or one of its tasks.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,12 +29,19 @@ pub enum PoolError {
     /// The task ran, but its worker died before its result had crossed whole.
     #[error("worker pid {pid} died ({exit}) while it sent this task's result")]
     WorkerDiedSending { pid: i32, exit: String },
-    #[error("no result within {0:?} (the task goes on running)")]
+    /// The worker stayed stopped (SIGSTOP) too long while it held this task.
+    #[error(
+        "worker pid {pid} was stopped (SIGSTOP) for {secs} s while it held this task; \
+         it was killed and replaced"
+    )]
+    WorkerStopped { pid: i32, secs: u64 },
+    #[error("no result within {} (the task goes on running)", fmt_duration(*.0))]
     Timeout(Duration),
     /// `join_timeout` gave up: the tasks still running or queued fail with this.
     #[error(
-        "join gave up after {timeout:?}: {unfinished} task(s) had not finished, and the \
-         workers running them were killed"
+        "join gave up after {}: {unfinished} task(s) had not finished, and the \
+         workers running them were killed",
+        fmt_duration(*timeout)
     )]
     JoinTimedOut {
         timeout: Duration,

@@ -16,6 +16,11 @@ use super::dispatch::{Inner, State, Worker};
 use super::wire::{Down, Up, piece_size};
 use super::worker::worker_loop;
 
+/// How long a worker may stay stopped (SIGSTOP, Ctrl-Z) while it holds work before
+/// the pool kills and replaces it, failing its tasks. Python's pool would wait for
+/// it forever; here no call of the pool can be frozen by a stopped worker.
+pub const STOP_PATIENCE: Duration = Duration::from_secs(5);
+
 fn spawn_worker(results_tx: &IpcSender<Up>, piece: usize) -> Result<Worker, PoolError> {
     let (tx, rx) = ipc::bytes_channel().map_err(|e| PoolError::Broken(e.to_string()))?;
     let up = results_tx.clone();
@@ -29,6 +34,7 @@ fn spawn_worker(results_tx: &IpcSender<Up>, piece: usize) -> Result<Worker, Pool
         outgoing: None,
         incoming: Vec::new(),
         lost: false,
+        stopped_since: None,
     })
 }
 
@@ -64,8 +70,20 @@ impl Inner {
         }
         for i in 0..self.workers.len() {
             let w = &mut self.workers[i];
+            let mut stopped_too_long = false;
             if w.child.is_alive().unwrap_or(false) {
-                continue;
+                let busy = !w.holding.is_empty() || w.outgoing.is_some();
+                if !(busy && w.child.is_stopped()) {
+                    w.stopped_since = None;
+                    continue;
+                }
+                let since = *w.stopped_since.get_or_insert_with(Instant::now);
+                if since.elapsed() < STOP_PATIENCE {
+                    continue;
+                }
+                // SIGKILL ends a stopped process too; then it is reaped below.
+                let _ = w.child.kill();
+                stopped_too_long = true;
             }
             let pid = w.child.pid();
             let exit = w.child.join().map(|e| e.to_string()).unwrap_or_default();
@@ -76,7 +94,13 @@ impl Inner {
             }
             let w = &mut self.workers[i];
             w.outgoing = None;
-            let err = if std::mem::take(&mut w.incoming).is_empty() {
+            let err = if stopped_too_long {
+                w.incoming.clear();
+                PoolError::WorkerStopped {
+                    pid,
+                    secs: STOP_PATIENCE.as_secs(),
+                }
+            } else if std::mem::take(&mut w.incoming).is_empty() {
                 PoolError::WorkerDied { pid, exit }
             } else {
                 PoolError::WorkerDiedSending { pid, exit }

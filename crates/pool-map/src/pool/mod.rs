@@ -36,8 +36,11 @@
 //! way through a result), and a new worker is forked in its place. Python's `Pool` replaces the worker too, but loses the task, and a
 //! `get()` without timeout then waits forever (gh-66587). If a replacement cannot be
 //! forked (for example because the process now runs threads), the pool reports
-//! itself [`PoolError::Broken`] and fails everything still pending. Every task gets
-//! an outcome, and once reported it does not change.
+//! itself [`PoolError::Broken`] and fails everything still pending. A worker that
+//! stays stopped (SIGSTOP, Ctrl-Z) for [`STOP_PATIENCE`] while it holds work is
+//! killed and replaced the same way ([`PoolError::WorkerStopped`]): no call of the
+//! pool can be frozen by a stopped worker. Every task gets an outcome, and once
+//! reported it does not change.
 //!
 //! **Drop.** Dropping the `Pool` terminates it, as leaving Python's `with Pool()`
 //! block does: workers are killed and reaped, unfinished tasks fail with
@@ -66,6 +69,7 @@ use serde::de::DeserializeOwned;
 
 use dispatch::{Inner, State};
 pub use error::PoolError;
+pub use lifecycle::STOP_PATIENCE;
 pub use results::{AsyncResult, Imap};
 use results::{Inbox, gather_all, gather_one};
 
