@@ -39,6 +39,18 @@ impl BenchArgs {
     }
 }
 
+/// Every benchmark's `main`: read the flags, run, and turn an error into a clear
+/// message and exit code 2 (after clearing the progress line).
+pub fn main<E: std::fmt::Display>(run: fn(BenchArgs) -> Result<(), E>) -> std::process::ExitCode {
+    match run(BenchArgs::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            progress_done();
+            crate::output::fail(&e)
+        }
+    }
+}
+
 /// Say on stderr what is being measured now, on one line that the next call
 /// overwrites (a terminal shows one moving line; a log shows each).
 pub fn progress(what: &str) {

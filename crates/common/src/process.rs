@@ -337,8 +337,7 @@ impl Child {
     /// nothing until someone sends it SIGCONT, so whoever waits for it waits
     /// forever. SIGKILL still ends it.
     pub fn is_stopped(&self) -> bool {
-        self.exit.is_none()
-            && matches!(crate::procfs::state_of(self.pid()), Some('T' | 't'))
+        self.exit.is_none() && matches!(crate::procfs::state_of(self.pid()), Some('T' | 't'))
     }
 
     /// `join`, bounded: the exit of a child that ends within `patience`, or, for
@@ -589,7 +588,8 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+/// The message a panic carried (`panic!("...")` gives a `&str` or a `String`).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         s.to_string()
     } else if let Some(s) = payload.downcast_ref::<String>() {

@@ -12,7 +12,7 @@
 //! `cargo bench -p mp-lock-bank -- --quick` (a smoke run).
 
 use std::path::Path;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, Stdio};
 
 use common::bench::{BenchArgs, machine, progress, progress_done};
 use mp_lock_bank::{Way, count_increments};
@@ -42,16 +42,8 @@ const ROWS: [Row; 3] = [
     },
 ];
 
-fn main() -> ExitCode {
-    let args = BenchArgs::parse();
-    match bench(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            progress_done();
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+fn main() -> std::process::ExitCode {
+    common::bench::main(bench)
 }
 
 fn bench(args: BenchArgs) -> anyhow::Result<()> {

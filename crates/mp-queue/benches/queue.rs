@@ -21,14 +21,7 @@ const BATCH: usize = 1000;
 const PATIENCE: Duration = Duration::from_secs(30);
 
 fn main() -> std::process::ExitCode {
-    let args = BenchArgs::parse();
-    match run(args) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            progress_done();
-            common::output::fail(&format!("{e:#}"))
-        }
-    }
+    common::bench::main(run)
 }
 
 /// Items per second and (for single items) the round trip, one row per queue.

@@ -15,7 +15,6 @@
 //! `python3 docs/python/07_pool_map.py --bench`.
 
 use std::collections::BTreeMap;
-use std::process::ExitCode;
 use std::time::Duration;
 
 use common::bench::{BenchArgs, machine, progress, progress_done};
@@ -25,15 +24,8 @@ use pool_map::{
     task_cost, time_work,
 };
 
-fn main() -> ExitCode {
-    let args = BenchArgs::parse();
-    match bench(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            progress_done();
-            common::output::fail(&format!("{e:#}"))
-        }
-    }
+fn main() -> std::process::ExitCode {
+    common::bench::main(bench)
 }
 
 fn bench(args: BenchArgs) -> anyhow::Result<()> {

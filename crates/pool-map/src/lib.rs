@@ -123,7 +123,9 @@ pub fn scoped_threads(
             match handle.join() {
                 Ok(part) => out.extend(part),
                 Err(panic) => {
-                    failed.get_or_insert(ThreadsError::Panicked(panic_message(panic.as_ref())));
+                    failed.get_or_insert(ThreadsError::Panicked(common::process::panic_message(
+                        panic.as_ref(),
+                    )));
                 }
             }
         }
@@ -144,14 +146,6 @@ pub fn rayon_pool(threads: usize) -> Result<rayon::ThreadPool, ThreadsError> {
 /// `f` over `items` on `pool`, by rayon's work stealing.
 pub fn rayon_map(pool: &rayon::ThreadPool, f: fn(u64) -> u64, items: &[u64]) -> Vec<u64> {
     pool.install(|| items.par_iter().map(|&x| f(x)).collect())
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".to_string())
 }
 
 /// One timed run: the wall-clock time, and the CPU time the calling thread used.

@@ -13,7 +13,6 @@
 //! The Python twin measures `Thread` and `Process` (fork) start + join with
 //! `python3 docs/python/01_threads_square_cube.py --bench`.
 
-use std::process::ExitCode;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -29,15 +28,8 @@ struct Row {
     best: Duration,
 }
 
-fn main() -> ExitCode {
-    let args = BenchArgs::parse();
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            progress_done();
-            common::output::fail(&format!("{e:#}"))
-        }
-    }
+fn main() -> std::process::ExitCode {
+    common::bench::main(run)
 }
 
 fn run(args: BenchArgs) -> anyhow::Result<()> {

@@ -56,7 +56,7 @@ pub(super) fn worker_loop(tasks: IpcBytesReceiver, up: IpcSender<Up>, piece: usi
     // A task's panic is reported to the parent, not printed here: keep the message
     // and where it happened for catch_unwind below.
     std::panic::set_hook(Box::new(|info| {
-        let msg = panic_text(info.payload());
+        let msg = common::process::panic_message(info.payload());
         let at = info
             .location()
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
@@ -131,12 +131,4 @@ fn run(task: Task) -> Done {
 
 thread_local! {
     static LAST_PANIC: RefCell<String> = const { RefCell::new(String::new()) };
-}
-
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic".into())
 }
