@@ -2,6 +2,10 @@
 //! a few minutes per file.
 //!
 //! - [`process`]: fork a child that runs a closure, join it, Python-style exit codes.
+//! - [`spawn`]: start a child as a fresh copy of the program (Python's "spawn"),
+//!   which runs a registered function; [`spawn::child_entry`] goes first in `main`.
+//! - [`forkserver`]: start children from a server forked early (Python's
+//!   "forkserver"), with the same registry of functions.
 //! - [`procfs`]: what /proc says: threads, children left, open fds (fails closed).
 //! - [`shm`]: memory that is really shared with forked children (`memfd` +
 //!   `MAP_SHARED`), with typed [`shm::Value`] and [`shm::Array`] like
@@ -23,12 +27,14 @@ compile_error!(
 );
 
 pub mod bench;
+pub mod forkserver;
 pub mod ipc;
 pub mod lock;
 pub mod output;
 pub mod process;
 pub mod procfs;
 pub mod shm;
+pub mod spawn;
 pub mod testkit;
 pub mod timeline;
 

@@ -35,7 +35,7 @@
 use std::fmt;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
@@ -85,8 +85,11 @@ pub enum ProcessError {
     Unkillable { pid: i32 },
     /// [`Child::join_within`]: the child did not end in time (stuck, or stopped
     /// with SIGSTOP); it was killed and reaped.
-    #[error("child pid {pid} did not end within {secs} s (stopped or stuck); it was killed")]
-    Stuck { pid: i32, secs: f64 },
+    #[error(
+        "child pid {pid} did not end within {} (stopped or stuck); it was killed",
+        crate::timeline::fmt_duration(*patience)
+    )]
+    Stuck { pid: i32, patience: Duration },
 }
 
 /// How long [`fork`] waits for the child to say it is protected by its
@@ -288,6 +291,28 @@ impl Child {
         self.pid.as_raw()
     }
 
+    /// Wrap a child this process started some other way (`std::process::Command`,
+    /// or a raw `fork`): join, kill and drop then work as for [`fork`]'s children.
+    /// `pid` must be a child of this process that nobody has reaped yet, so that
+    /// the pidfd opened here names it and no other process. Such a child has no
+    /// report pipe: its [`Exit`] never carries a panic message.
+    pub fn from_spawned(pid: i32) -> Child {
+        let pid = Pid::from_raw(pid);
+        Child {
+            pid,
+            pidfd: pidfd_open(pid),
+            report: None,
+            exit: None,
+        }
+    }
+
+    /// The child's pidfd while it is unreaped (none on kernels before 5.3): it
+    /// becomes readable when the child ends, so a caller can poll it beside other
+    /// fds.
+    pub fn pidfd(&self) -> Option<BorrowedFd<'_>> {
+        self.pidfd.as_ref().map(|fd| fd.as_fd())
+    }
+
     /// `Process.exitcode`: `None` while it runs (or has not been reaped yet).
     pub fn exitcode(&self) -> Option<i32> {
         self.exit.as_ref().map(|e| e.code)
@@ -349,7 +374,7 @@ impl Child {
             Joined::Finished(exit) => Ok(exit),
             Joined::Killed(_) => Err(ProcessError::Stuck {
                 pid: self.pid(),
-                secs: patience.as_secs_f64(),
+                patience,
             }),
         }
     }
@@ -520,7 +545,7 @@ fn wait_until_single_threaded() -> Result<usize, ProcessError> {
 
 /// Put SIGCHLD back to a disposition under which children wait to be joined: not
 /// `SIG_IGN`, no `SA_NOCLDWAIT` (module docs). A handler, if any, is kept.
-fn keep_children_joinable() -> Result<(), ProcessError> {
+pub(crate) fn keep_children_joinable() -> Result<(), ProcessError> {
     let sys = |errno| ProcessError::Sys {
         call: "sigaction",
         errno,
@@ -545,7 +570,7 @@ fn keep_children_joinable() -> Result<(), ProcessError> {
     Ok(())
 }
 
-fn pidfd_open(pid: Pid) -> Option<OwnedFd> {
+pub(crate) fn pidfd_open(pid: Pid) -> Option<OwnedFd> {
     // SAFETY: pidfd_open takes a PID and flags and returns a new fd or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
     // The pidfd is CLOEXEC by default, but fork copies it into later children too:
@@ -555,7 +580,7 @@ fn pidfd_open(pid: Pid) -> Option<OwnedFd> {
 }
 
 /// pidfd_send_signal(2): signal exactly the process the pidfd refers to.
-fn pidfd_send_signal(fd: &OwnedFd, sig: Signal) -> Result<(), Errno> {
+pub(crate) fn pidfd_send_signal(fd: &OwnedFd, sig: Signal) -> Result<(), Errno> {
     // SAFETY: the call takes an fd we own, a signal number, a null siginfo (the
     // kernel then fills in what kill(2) would) and flags 0; it touches no memory.
     let r = unsafe {

@@ -1,0 +1,514 @@
+//! Start a child by *spawn*: a fresh process image of this same program, which runs
+//! one function and ends. `multiprocessing.get_context("spawn")` on Linux.
+//!
+//! Python's spawn starts a new interpreter with `--multiprocessing-fork` on its
+//! command line (`Lib/multiprocessing/spawn.py`); the child imports the main
+//! module again, unpickles the target and its arguments from a pipe, runs it and
+//! exits. Here: `/proc/self/exe` (this very binary, even if the file on disk was
+//! replaced since) is started through `std::process::Command` with
+//! `--multiprocessing-fork <name> <fd>`; it re-enters `main`, whose first line is
+//! [`child_entry`], the Rust counterpart of `if __name__ == "__main__":`. That hook
+//! sees the marker, runs the function registered under `<name>` with the argument
+//! it reads from the socket `<fd>` (serde + postcard), writes the result back and
+//! ends with `_exit`. In the parent, `child_entry` just records the registry and
+//! returns. Everything above the hook in `main` runs again in every child.
+//!
+//! **How the function crosses the exec.** Python pickles a function by reference,
+//! as its module and name. Here it is a name too: a [`Func`] pairs a name with a
+//! `fn`, and the child finds the name in the registry its own `main` passed to
+//! `child_entry`. An address would not do: the executable is position-independent
+//! and ASLR loads it at another base in every process. An offset from a known
+//! symbol would work for the same binary (the procspawn crate does that), but a
+//! wrong offset is a jump into anything, while a name missing from the registry is
+//! a clear error.
+//!
+//! **Exit codes** are those of [`crate::process`]: 0 when the function returns, the
+//! code it chose (it calls [`crate::process::exit_now`], like Python's
+//! `sys.exit(n)`), 1 for a panic (its message comes back in [`Exit::panic`]), `-N`
+//! for death by signal N.
+//!
+//! **Parent death.** The child sets PR_SET_PDEATHSIG(2const) to SIGKILL between
+//! fork and exec (in a `pre_exec` hook: the setting is cleared by fork and kept
+//! across execve), then checks `getppid`, so a spawned child never outlives the
+//! program. The "parent" there is the *thread* that spawned it: spawn from the main
+//! thread, or from one that lives as long as the child.
+//!
+//! ```no_run
+//! use common::spawn::{Func, Registry, child_entry, start};
+//! fn square(n: i64) -> i64 { n * n }
+//! static SQUARE: Func<i64, i64> = Func::new("square", square);
+//! static TARGETS: Registry = &[&SQUARE];
+//!
+//! fn main() {
+//!     child_entry(TARGETS); // first: a spawned child never returns from it
+//!     let mut child = start(&SQUARE, &7).unwrap();
+//!     let outcome = child.join_within(std::time::Duration::from_secs(10)).unwrap();
+//!     assert_eq!((outcome.exit.code, outcome.value), (0, Some(49)));
+//! }
+//! ```
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::panic::{self, AssertUnwindSafe};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::forkserver::ServerChild;
+use crate::process::{
+    Child, Exit, KILL_GRACE, ProcessError, START_TIMEOUT, exit_now, keep_children_joinable,
+    panic_message,
+};
+
+/// The argv marker of a spawned child, the flag Python's spawn uses too.
+pub const MARKER: &str = "--multiprocessing-fork";
+
+/// A function a child may run, known by the same name in every process of the
+/// program. Declare it as a `static` and list it in the program's [`Registry`].
+pub struct Func<A, R> {
+    name: &'static str,
+    f: fn(A) -> R,
+}
+
+impl<A, R> Func<A, R> {
+    pub const fn new(name: &'static str, f: fn(A) -> R) -> Func<A, R> {
+        Func { name, f }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The function itself, to call in this process (or in a forked child).
+    pub fn func(&self) -> fn(A) -> R {
+        self.f
+    }
+}
+
+impl<A, R> fmt::Debug for Func<A, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Func({})", self.name)
+    }
+}
+
+/// A [`Func`] with its types erased, as the registry holds it.
+pub trait Target: Sync {
+    fn name(&self) -> &'static str;
+    /// Decode the argument, run the function, encode what it returned.
+    fn call(&self, arg: &[u8]) -> Result<Vec<u8>, postcard::Error>;
+}
+
+impl<A: DeserializeOwned, R: Serialize> Target for Func<A, R> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn call(&self, arg: &[u8]) -> Result<Vec<u8>, postcard::Error> {
+        postcard::to_stdvec(&(self.f)(postcard::from_bytes(arg)?))
+    }
+}
+
+/// Every function a child of this program may run, by name.
+pub type Registry = &'static [&'static dyn Target];
+
+pub(crate) static REGISTRY: OnceLock<Registry> = OnceLock::new();
+
+/// What can go wrong when starting or joining a spawned or forkserver child.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    #[error(
+        "cannot start {0}: the program must call common::spawn::child_entry(..) first in \
+         main, with every function a child may run"
+    )]
+    NoEntry(&'static str),
+    #[error("cannot start {0}: it is not in the registry given to child_entry")]
+    NotRegistered(&'static str),
+    #[error("{what}: {error}")]
+    Io {
+        what: &'static str,
+        error: io::Error,
+    },
+    #[error("the fork server failed: {0}")]
+    Server(&'static str),
+    #[error("cannot decode what {name} returned: {error}")]
+    Decode {
+        name: &'static str,
+        error: postcard::Error,
+    },
+}
+
+/// What a child writes back on its socket before it ends.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum Reply {
+    /// The function's return value, encoded.
+    Returned(Vec<u8>),
+    /// It panicked (or its argument could not be decoded): the message.
+    Raised(String),
+}
+
+/// The hook that goes FIRST in `main`: in a spawned child it runs the requested
+/// function and ends the process (it never returns); in the parent it records the
+/// registry and returns at once.
+pub fn child_entry(registry: Registry) {
+    let _ = REGISTRY.set(registry);
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() != Some(OsStr::new(MARKER)) {
+        return; // the parent: go on with main
+    }
+    // Child: a fresh image of the program; only the lines above the hook have run.
+    let (name, fd) = (args.next(), args.next());
+    let code = match child_request(registry, name.as_deref(), fd.as_deref()) {
+        Ok((target, data)) => run_target(target, data),
+        Err(why) => {
+            eprintln!("error: spawned child {}: {why}", std::process::id());
+            1
+        }
+    };
+    let _ = io::stdout().flush();
+    let _ = io::stderr().flush();
+    exit_now(code)
+}
+
+/// Child: which function, and the socket the parent handed over across the exec.
+fn child_request(
+    registry: Registry,
+    name: Option<&OsStr>,
+    fd: Option<&OsStr>,
+) -> Result<(&'static dyn Target, OwnedFd), String> {
+    let name = name.and_then(OsStr::to_str).ok_or("no function name")?;
+    let target = find(registry, name).ok_or(format!("no function named {name}"))?;
+    let fd: RawFd = fd
+        .and_then(OsStr::to_str)
+        .and_then(|s| s.parse().ok())
+        .ok_or("no socket fd")?;
+    // SAFETY: F_GETFD only reads the flags of an fd number; on a number that is
+    // not open it fails with EBADF, which we turn into an error.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(format!("fd {fd} is not open"));
+    }
+    // SAFETY: the parent cleared CLOEXEC on this one fd for us alone; nothing else
+    // in this fresh process knows the number, so it is ours to own and close.
+    let data = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Our own children must not inherit it.
+    nix::fcntl::fcntl(&data, nix::fcntl::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
+        .map_err(|e| e.to_string())?;
+    Ok((target, data))
+}
+
+pub(crate) fn find(registry: Registry, name: &str) -> Option<&'static dyn Target> {
+    registry.iter().copied().find(|t| t.name() == name)
+}
+
+/// Check, in the parent, that `name` will be found in the child.
+pub(crate) fn registered(name: &'static str) -> Result<(), StartError> {
+    let registry = REGISTRY.get().ok_or(StartError::NoEntry(name))?;
+    find(registry, name)
+        .map(drop)
+        .ok_or(StartError::NotRegistered(name))
+}
+
+/// Child (spawn and forkserver alike): read the argument until the parent shuts
+/// its side, run the function, write the [`Reply`]; the exit code to end with.
+pub(crate) fn run_target(target: &dyn Target, data: OwnedFd) -> i32 {
+    let mut sock = std::os::unix::net::UnixStream::from(data);
+    // A parent that never sends (stopped) must not hold us forever.
+    let _ = sock.set_read_timeout(Some(START_TIMEOUT));
+    let mut arg = Vec::new();
+    let (reply, code) = match sock.read_to_end(&mut arg) {
+        Err(e) => (Reply::Raised(format!("reading the argument: {e}")), 1),
+        Ok(_) => match panic::catch_unwind(AssertUnwindSafe(|| target.call(&arg))) {
+            Ok(Ok(bytes)) => (Reply::Returned(bytes), 0),
+            Ok(Err(e)) => (Reply::Raised(format!("bad argument or result: {e}")), 1),
+            Err(payload) => (Reply::Raised(panic_message(&*payload)), 1),
+        },
+    };
+    if let Ok(bytes) = postcard::to_stdvec(&reply) {
+        let _ = sock.write_all(&bytes); // the parent may be gone: nothing to do then
+    }
+    code
+}
+
+/// Spawn a fresh copy of this program that runs `func(arg)`, and return once it
+/// runs with its parent-death signal set and has the argument.
+pub fn start<A: Serialize, R: DeserializeOwned>(
+    func: &'static Func<A, R>,
+    arg: &A,
+) -> Result<Started<R>, StartError> {
+    registered(func.name)?;
+    keep_children_joinable()?;
+    let (mine, theirs) = pair(SockType::Stream)?;
+    let (parent, fd) = (nix::unistd::getpid().as_raw(), theirs.as_raw_fd());
+    let mut cmd = Command::new("/proc/self/exe");
+    if let Some(arg0) = std::env::args_os().next() {
+        cmd.arg0(arg0); // so `ps` shows the program's name, not `exe`
+    }
+    cmd.args([OsStr::new(MARKER), OsStr::new(func.name)])
+        .arg(fd.to_string());
+    // SAFETY: the hook runs in the forked child before exec, where only
+    // async-signal-safe calls are allowed: prctl, getppid and fcntl are, and
+    // nothing here allocates (io::Error from an errno does not).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH)); // parent gone
+            }
+            // Keep the child's end of the socket open across exec, in the child only.
+            if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+    let io_err = |what| move |error| StartError::Io { what, error };
+    // spawn() returns once the exec has happened (or failed).
+    let pid = cmd.spawn().map_err(io_err("cannot spawn"))?.id() as i32;
+    drop(theirs);
+    let waiter = Waiter::Own(Child::from_spawned(pid));
+    let mut started = Started::new(func.name, pid, waiter, mine);
+    started.send(arg)?;
+    Ok(started)
+}
+
+/// A socket pair whose ends close on exec.
+pub(crate) fn pair(ty: SockType) -> Result<(OwnedFd, OwnedFd), StartError> {
+    socketpair(AddressFamily::Unix, ty, None, SockFlag::SOCK_CLOEXEC)
+        .map_err(|errno| ProcessError::Sys {
+            call: "socketpair",
+            errno,
+        })
+        .map_err(StartError::from)
+}
+
+/// How a child ended, and what its function returned (`None` when it did not
+/// return: it chose an exit code, panicked, or was killed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome<R> {
+    pub exit: Exit,
+    pub value: Option<R>,
+    /// The watchdog ([`Started::join_or_kill`]) killed it.
+    pub killed: bool,
+}
+
+/// Who can tell how the child ended: this process (its parent, for spawn) or the
+/// fork server (the parent of a forkserver child).
+#[derive(Debug)]
+pub(crate) enum Waiter {
+    Own(Child),
+    Server(ServerChild),
+}
+
+/// A child started by [`start`] or [`crate::forkserver::ForkServer::start`]. Join
+/// it to learn its [`Outcome`]. Drop kills a child that was not joined.
+#[derive(Debug)]
+pub struct Started<R> {
+    pid: i32,
+    name: &'static str,
+    waiter: Waiter,
+    /// Our end of the socket to the child: the argument goes out, the reply in.
+    data: OwnedFd,
+    reply: Vec<u8>,
+    reply_done: bool,
+    exit: Option<Exit>,
+    result: PhantomData<fn() -> R>,
+}
+
+impl<R: DeserializeOwned> Started<R> {
+    pub(crate) fn new(name: &'static str, pid: i32, waiter: Waiter, data: OwnedFd) -> Started<R> {
+        Started {
+            pid,
+            name,
+            waiter,
+            data,
+            reply: Vec::new(),
+            reply_done: false,
+            exit: None,
+            result: PhantomData,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Send the argument and close our sending side (the child reads to the end),
+    /// within [`START_TIMEOUT`]: a stopped child is killed rather than waited for.
+    pub(crate) fn send<A: Serialize>(&mut self, arg: &A) -> Result<(), StartError> {
+        let name = self.name;
+        let bytes = postcard::to_stdvec(arg).map_err(|error| StartError::Decode { name, error })?;
+        nix::fcntl::fcntl(
+            &self.data,
+            nix::fcntl::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .map_err(|errno| ProcessError::Sys {
+            call: "fcntl",
+            errno,
+        })?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut sent = 0;
+        while sent < bytes.len() {
+            match nix::sys::socket::send(
+                self.data.as_raw_fd(),
+                &bytes[sent..],
+                nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+            ) {
+                Ok(n) => sent += n,
+                Err(Errno::EAGAIN | Errno::EINTR) => {
+                    if poll_until(&[self.data.as_fd()], libc::POLLOUT, deadline).is_none() {
+                        self.kill();
+                        return Err(ProcessError::NotStarted { pid: self.pid }.into());
+                    }
+                }
+                // The child is gone already: join will tell how it ended.
+                Err(_) => break,
+            }
+        }
+        let _ =
+            nix::sys::socket::shutdown(self.data.as_raw_fd(), nix::sys::socket::Shutdown::Write);
+        Ok(())
+    }
+
+    /// `Process.join()` with a bound: the outcome of a child that ends within
+    /// `patience`; one that does not (stuck, or stopped) is killed, reaped, and
+    /// reported as [`ProcessError::Stuck`].
+    pub fn join_within(&mut self, patience: Duration) -> Result<Outcome<R>, StartError> {
+        let outcome = self.join_or_kill(patience)?;
+        if outcome.killed {
+            let pid = self.pid;
+            return Err(ProcessError::Stuck { pid, patience }.into());
+        }
+        Ok(outcome)
+    }
+
+    /// The watchdog: join within `timeout`, or kill the child with SIGKILL, wait
+    /// for its end (at most [`KILL_GRACE`]) and say so in [`Outcome::killed`].
+    pub fn join_or_kill(&mut self, timeout: Duration) -> Result<Outcome<R>, StartError> {
+        let killed = !self.wait_until(Instant::now() + timeout)?;
+        if killed {
+            self.kill();
+            if !self.wait_until(Instant::now() + KILL_GRACE)? {
+                return Err(ProcessError::Unkillable { pid: self.pid }.into());
+            }
+        }
+        let mut exit = self.exit.clone().expect("ended");
+        let reply = postcard::from_bytes::<Reply>(&self.reply).ok();
+        let value = match reply {
+            Some(Reply::Returned(bytes)) => Some(postcard::from_bytes(&bytes).map_err(
+                |error| StartError::Decode {
+                    name: self.name,
+                    error,
+                },
+            )?),
+            Some(Reply::Raised(msg)) => {
+                exit.panic = Some(msg);
+                None
+            }
+            None => None, // it ended without replying (exit code, or killed)
+        };
+        Ok(Outcome {
+            exit,
+            value,
+            killed,
+        })
+    }
+
+    /// `Process.kill()`: SIGKILL, through the pidfd (no-op once it has ended).
+    pub fn kill(&mut self) {
+        self.signal(Signal::SIGKILL);
+    }
+
+    /// `Process.terminate()`: SIGTERM.
+    pub fn terminate(&mut self) {
+        self.signal(Signal::SIGTERM);
+    }
+
+    fn signal(&mut self, sig: Signal) {
+        match &mut self.waiter {
+            Waiter::Own(child) => {
+                let _ = match sig {
+                    Signal::SIGKILL => child.kill(),
+                    _ => child.terminate(),
+                };
+            }
+            Waiter::Server(child) => child.signal(sig),
+        }
+    }
+
+    /// Read the reply to its end and learn the exit, until `deadline`; true once
+    /// both are done.
+    fn wait_until(&mut self, deadline: Instant) -> Result<bool, StartError> {
+        // The reply first: a child blocked writing a big reply ends only once we
+        // read it (joining first would deadlock, as with Python's queues).
+        while !self.reply_done {
+            let mut buf = [0u8; 8192];
+            match nix::unistd::read(&self.data, &mut buf) {
+                Ok(0) => self.reply_done = true,
+                Ok(n) => self.reply.extend_from_slice(&buf[..n]),
+                Err(Errno::EAGAIN | Errno::EINTR) => {
+                    if poll_until(&[self.data.as_fd()], libc::POLLIN, deadline).is_none() {
+                        return Ok(false);
+                    }
+                }
+                Err(_) => self.reply_done = true, // reset by a dying child: no reply
+            }
+        }
+        if self.exit.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            self.exit = match &mut self.waiter {
+                Waiter::Own(child) => child.join_timeout(left)?,
+                Waiter::Server(child) => child.exit_within(left)?,
+            };
+        }
+        Ok(self.exit.is_some())
+    }
+}
+
+impl<R> Drop for Started<R> {
+    fn drop(&mut self) {
+        // Own children are killed and reaped by Child's Drop; the server reaps its own.
+        if let Waiter::Server(child) = &mut self.waiter {
+            if self.exit.is_none() {
+                child.signal(Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+/// poll(2) on `fds` for `events` until `deadline`: the index of a ready fd, or
+/// `None` once the deadline has passed.
+pub(crate) fn poll_until(fds: &[BorrowedFd<'_>], events: i16, deadline: Instant) -> Option<usize> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|fd| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events,
+            revents: 0,
+        })
+        .collect();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+        // SAFETY: `pfds` is a valid array of `pfds.len()` pollfd structs.
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+        if n > 0 {
+            return pfds.iter().position(|p| p.revents != 0);
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! The three start methods of the kit (fork, spawn, forkserver) return results and
+//! Python's exit codes: 0, the code the child chose, 1 for a panic, -9 for
+//! SIGKILL. A spawned child is a fresh copy of THIS binary, so its `main` calls the
+//! spawn entry hook first; then it runs the cases on one thread
+//! (`harness = false`: libtest's threads would make fork refuse).
+
+use std::time::Duration;
+
+use common::forkserver::{self, ForkServer};
+use common::process::{children_left, exit_now, open_fds};
+use common::spawn::{self, Func, Registry, StartError};
+
+fn square(n: i64) -> i64 {
+    n * n
+}
+
+fn chosen_code(code: i32) {
+    exit_now(code);
+}
+
+fn panics(msg: String) {
+    // An expected panic: the test reads its message from the exit, so the default
+    // hook need not print it (a green run prints no panic text).
+    std::panic::set_hook(Box::new(|_| {}));
+    panic!("{msg}");
+}
+
+fn sleeps(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+/// A big result: the parent must read it while the child writes (no deadlock).
+fn big(n: usize) -> Vec<u8> {
+    vec![7; n]
+}
+
+static SQUARE: Func<i64, i64> = Func::new("square", square);
+static CHOSEN: Func<i32, ()> = Func::new("chosen_code", chosen_code);
+static PANICS: Func<String, ()> = Func::new("panics", panics);
+static SLEEPS: Func<u64, ()> = Func::new("sleeps", sleeps);
+static BIG: Func<usize, Vec<u8>> = Func::new("big", big);
+/// Deliberately not in the registry.
+static MISSING: Func<i64, i64> = Func::new("missing", square);
+
+static TARGETS: Registry = &[&SQUARE, &CHOSEN, &PANICS, &SLEEPS, &BIG];
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+type Case = (&'static str, fn());
+
+const CASES: &[Case] = &[
+    ("spawn: a returned value, exit code 0", || {
+        returns(Method::Spawn)
+    }),
+    ("spawn: the code the child chose", || chosen(Method::Spawn)),
+    ("spawn: a panic gives 1 and its message", || {
+        panic_one(Method::Spawn)
+    }),
+    ("spawn: SIGKILL gives -9", || sigkill(Method::Spawn)),
+    ("spawn: the watchdog kills a stuck child", || {
+        watchdog(Method::Spawn)
+    }),
+    ("spawn: a big result arrives whole", || {
+        big_result(Method::Spawn)
+    }),
+    ("spawn: an unregistered function is a clear error", || {
+        unregistered(Method::Spawn)
+    }),
+    ("forkserver: a returned value, exit code 0", || {
+        returns(Method::Server)
+    }),
+    ("forkserver: the code the child chose", || {
+        chosen(Method::Server)
+    }),
+    ("forkserver: a panic gives 1 and its message", || {
+        panic_one(Method::Server)
+    }),
+    ("forkserver: SIGKILL gives -9", || sigkill(Method::Server)),
+    ("forkserver: the watchdog kills a stuck child", || {
+        watchdog(Method::Server)
+    }),
+    ("forkserver: a big result arrives whole", || {
+        big_result(Method::Server)
+    }),
+    (
+        "forkserver: an unregistered function is a clear error",
+        || unregistered(Method::Server),
+    ),
+    (
+        "forkserver: children start from any thread; the server's are not ours",
+        from_threads,
+    ),
+    (
+        "forkserver: stopping the server kills its running children",
+        stop_kills_children,
+    ),
+    (
+        "forkserver: start is refused once threads run",
+        refused_with_threads,
+    ),
+    ("fork: exit codes 0, 5, 1 and -9, side by side", fork_codes),
+];
+
+fn main() {
+    spawn::child_entry(TARGETS); // first: a spawned child runs its function here
+    common::testkit::run_cases(CASES);
+}
+
+#[derive(Clone, Copy)]
+enum Method {
+    Spawn,
+    Server,
+}
+
+/// Run `f` with a way to start children by `method`, then check that nothing is
+/// left: no child process, no fd.
+fn with_method(method: Method, f: impl FnOnce(&dyn Fn(Req) -> Started)) {
+    let fds = open_fds();
+    {
+        let server = match method {
+            Method::Server => Some(forkserver::start().expect("start the fork server")),
+            Method::Spawn => None,
+        };
+        f(&|req| start(server.as_ref(), req));
+        if let Some(server) = server {
+            let exit = server.stop().expect("stop the fork server");
+            assert_eq!(exit.code, 0, "the server ended with {exit}");
+        }
+    }
+    assert_eq!(children_left(), vec![], "children left");
+    assert_eq!(open_fds(), fds, "fds leaked");
+}
+
+/// One request, its result type erased for the table above.
+enum Req {
+    Square(i64),
+    Chosen(i32),
+    Panics(String),
+    Sleeps(u64),
+    Big(usize),
+    Missing,
+}
+
+enum Started {
+    Unit(spawn::Started<()>),
+    Int(spawn::Started<i64>),
+    Bytes(spawn::Started<Vec<u8>>),
+    Error(StartError),
+}
+
+fn start(server: Option<&ForkServer>, req: Req) -> Started {
+    macro_rules! go {
+        ($func:expr, $arg:expr, $variant:ident) => {
+            match server {
+                Some(s) => s.start($func, $arg),
+                None => spawn::start($func, $arg),
+            }
+            .map_or_else(Started::Error, Started::$variant)
+        };
+    }
+    match req {
+        Req::Square(n) => go!(&SQUARE, &n, Int),
+        Req::Chosen(c) => go!(&CHOSEN, &c, Unit),
+        Req::Panics(m) => go!(&PANICS, &m, Unit),
+        Req::Sleeps(ms) => go!(&SLEEPS, &ms, Unit),
+        Req::Big(n) => go!(&BIG, &n, Bytes),
+        Req::Missing => go!(&MISSING, &1, Int),
+    }
+}
+
+fn unit(s: Started) -> spawn::Started<()> {
+    match s {
+        Started::Unit(s) => s,
+        Started::Error(e) => panic!("start failed: {e}"),
+        _ => panic!("wrong type"),
+    }
+}
+
+fn returns(method: Method) {
+    with_method(method, |start| {
+        let Started::Int(mut child) = start(Req::Square(7)) else {
+            panic!("start failed")
+        };
+        let out = child.join_within(PATIENCE).expect("join");
+        assert_eq!((out.exit.code, out.value), (0, Some(49)));
+        assert!(child.pid() > 0 && !out.killed);
+    });
+}
+
+fn chosen(method: Method) {
+    with_method(method, |start| {
+        let mut child = unit(start(Req::Chosen(5)));
+        let out = child.join_within(PATIENCE).expect("join");
+        assert_eq!((out.exit.code, out.value), (5, None));
+    });
+}
+
+fn panic_one(method: Method) {
+    with_method(method, |start| {
+        let mut child = unit(start(Req::Panics("boom".into())));
+        let out = child.join_within(PATIENCE).expect("join");
+        assert_eq!(out.exit.code, 1);
+        assert_eq!(out.exit.panic.as_deref(), Some("boom"));
+        assert_eq!(out.value, None);
+    });
+}
+
+fn sigkill(method: Method) {
+    with_method(method, |start| {
+        let mut child = unit(start(Req::Sleeps(30_000)));
+        child.kill();
+        let out = child.join_within(PATIENCE).expect("join");
+        assert_eq!(out.exit.code, -9);
+        assert_eq!(out.exit.to_string(), "exitcode -9 (killed by SIGKILL)");
+    });
+}
+
+fn watchdog(method: Method) {
+    with_method(method, |start| {
+        let mut child = unit(start(Req::Sleeps(30_000)));
+        let out = child
+            .join_or_kill(Duration::from_millis(200))
+            .expect("join");
+        assert!(out.killed);
+        assert_eq!(out.exit.code, -9);
+        let mut child = unit(start(Req::Sleeps(30_000)));
+        let err = child.join_within(Duration::from_millis(200)).unwrap_err();
+        assert!(err.to_string().contains("did not end within"), "{err}");
+    });
+}
+
+fn big_result(method: Method) {
+    with_method(method, |start| {
+        let Started::Bytes(mut child) = start(Req::Big(3_000_000)) else {
+            panic!("start failed")
+        };
+        let out = child.join_within(PATIENCE).expect("join");
+        assert_eq!(out.exit.code, 0);
+        assert_eq!(out.value.map(|v| v.len()), Some(3_000_000));
+    });
+}
+
+fn unregistered(method: Method) {
+    with_method(method, |start| {
+        let Started::Error(e) = start(Req::Missing) else {
+            panic!("a function missing from the registry started")
+        };
+        assert!(e.to_string().contains("not in the registry"), "{e}");
+    });
+}
+
+fn from_threads() {
+    let server = forkserver::start().expect("start");
+    let results: Vec<(i32, Option<i64>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (1..=3i64)
+            .map(|n| {
+                let server = &server;
+                s.spawn(move || {
+                    let mut c = server.start(&SQUARE, &n).expect("start");
+                    let out = c.join_within(PATIENCE).expect("join");
+                    (out.exit.code, out.value)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    assert_eq!(results, vec![(0, Some(1)), (0, Some(4)), (0, Some(9))]);
+    // While it runs, the server is our only child: its children are its own.
+    let mut c = server.start(&SLEEPS, &30_000).expect("start");
+    let ours: Vec<i32> = children_left().iter().map(|&(pid, _)| pid).collect();
+    assert_eq!(ours, vec![server.pid()]);
+    c.kill();
+    assert_eq!(c.join_within(PATIENCE).expect("join").exit.code, -9);
+    server.stop().expect("stop");
+}
+
+fn stop_kills_children() {
+    let server = forkserver::start().expect("start");
+    let mut c = server.start(&SLEEPS, &30_000).expect("start");
+    let pid = c.pid();
+    server.stop().expect("stop");
+    // The server killed and reaped its child before it exited, and said so.
+    assert!(
+        common::procfs::state_of(pid).is_none(),
+        "pid {pid} still there"
+    );
+    c.kill(); // the pidfd names the dead child: a no-op, not another process
+    let out = c.join_within(PATIENCE).expect("join");
+    assert_eq!(out.exit.code, -9);
+}
+
+fn refused_with_threads() {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let t = std::thread::spawn(move || {
+        let _ = rx.recv();
+    });
+    let err = forkserver::start().unwrap_err();
+    drop(tx);
+    t.join().expect("thread");
+    assert!(err.to_string().contains("refusing to fork"), "{err}");
+}
+
+fn fork_codes() {
+    let codes: Vec<i32> = [0, 5, 1, -9]
+        .into_iter()
+        .map(|want| {
+            let mut child = common::fork(move || match want {
+                0 | 5 => want,
+                1 => {
+                    std::panic::set_hook(Box::new(|_| {})); // expected: kept quiet
+                    panic!("boom")
+                }
+                _ => {
+                    std::thread::sleep(Duration::from_secs(30));
+                    0
+                }
+            })
+            .expect("fork");
+            if want == -9 {
+                child.kill().expect("kill");
+            }
+            child.join_within(PATIENCE).expect("join").code
+        })
+        .collect();
+    assert_eq!(codes, vec![0, 5, 1, -9]);
+}
