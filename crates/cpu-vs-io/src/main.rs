@@ -4,7 +4,7 @@
 //! CPU-bound work", because of the GIL. What happens to each kind of work on
 //! threads and on processes when there is no GIL?
 //!
-//! **Python twin** (`docs/python/08_cpu_vs_io.py`): the same two workloads, serial,
+//! **Python twin** (`docs/python/12_cpu_vs_io.py`): the same two workloads, serial,
 //! with `threading.Thread` and with `multiprocessing.Process`. In CPython 3.11 the
 //! GIL lets only one thread run Python code at a time, so CPU-bound threads gain
 //! nothing; sleeping (I/O) releases it. Rust threads have no such lock.
@@ -86,7 +86,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     compare(&mut lesson, cpu, tasks, tasks.min(cpu_count()))?;
     compare(&mut lesson, Work::Io(args.io_ms), tasks, tasks)?;
     lesson.say("Python's threads, under the GIL, get ~1.0x on the CPU-bound run:");
-    lesson.say("see the Python twin's figures in docs/08-cpu-vs-io.md");
+    lesson.say("see the Python twin's figures in docs/12-cpu-vs-io.md");
     Ok(lesson.finish())
 }
 
@@ -263,7 +263,7 @@ fn measure(mode: Mode, work: Work, tasks: usize) -> anyhow::Result<Measured> {
                 .collect()
         })?,
         Mode::Processes => {
-            // Each child writes its result into a shared Array (lesson 3).
+            // Each child writes its result into a shared Array (`shared-value-array`).
             let out = Array::<i64>::new(tasks)?;
             let mut children = Vec::new();
             for (i, &lane) in lanes.iter().enumerate() {

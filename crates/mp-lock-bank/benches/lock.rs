@@ -103,7 +103,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
 
 /// ns per locked increment from the Python twin's `--bench`, on this machine now.
 fn python_twin(n: u64) -> Result<f64, String> {
-    let twin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/python/06_mp_lock_bank.py");
+    let twin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/python/09_mp_lock_bank.py");
     progress(&format!("the Python twin, {n} increments per process"));
     let out = Command::new("python3")
         .arg(&twin)

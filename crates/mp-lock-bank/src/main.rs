@@ -4,7 +4,7 @@
 //! hundred times, from a shared balance of 200. Why is the result not 200 without a
 //! lock, and what happens when a process dies holding the lock?
 //!
-//! **Python twin** (`docs/python/06_mp_lock_bank.py`): `multiprocessing.Value('i',
+//! **Python twin** (`docs/python/09_mp_lock_bank.py`): `multiprocessing.Value('i',
 //! 200)`, two `Process`es running `transact` (+1 and -1), with and without
 //! `multiprocessing.Lock()`. In Rust the balance is a `common::shm::Value<i64>` in a
 //! `MAP_SHARED` memfd, and the lock is a robust `PTHREAD_PROCESS_SHARED` mutex living

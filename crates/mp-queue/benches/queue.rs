@@ -6,7 +6,7 @@
 //!
 //! `cargo bench -p mp-queue` (full size), `cargo bench -p mp-queue -- --quick`
 //! (a smoke run). The Python twin measures the same with
-//! `python3 docs/python/04_mp_queue.py --bench`.
+//! `python3 docs/python/05_mp_queue.py --bench`.
 
 use std::time::{Duration, Instant};
 

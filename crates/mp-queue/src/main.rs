@@ -4,7 +4,7 @@
 //! parent through a queue, how is that different from a queue between threads, and
 //! what are the classic ways to get it wrong?
 //!
-//! **Python twin** (`docs/python/04_mp_queue.py`): `multiprocessing.Queue` filled by
+//! **Python twin** (`docs/python/05_mp_queue.py`): `multiprocessing.Queue` filled by
 //! a `Process`, beside `queue.Queue` between threads; `while not q.empty()`; the
 //! docs' "joining processes that use queues" deadlock. Here the process queue is an
 //! `ipc_channel::ipc::channel` (a Unix socket pair, values serialised), made before

@@ -12,7 +12,7 @@
 //! The sizes are fixed (no size flags), so no size can overflow or exhaust memory.
 //! A failed pool run (a worker killed from another terminal) ends the benchmark
 //! with its error and exit code 2. Python's figures for the same work:
-//! `python3 docs/python/07_pool_map.py --bench`.
+//! `python3 docs/python/11_pool_map.py --bench`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

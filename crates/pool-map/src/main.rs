@@ -4,7 +4,7 @@
 //! hand work to worker processes, what happens when a task or a worker fails, and
 //! what does a task cost?
 //!
-//! **Python twin** (`docs/python/07_pool_map.py`): the same steps on
+//! **Python twin** (`docs/python/11_pool_map.py`): the same steps on
 //! `multiprocessing.Pool`, ending with the tutorial's workload,
 //! `sum(x*x for x in range(1000))` for each of `range(10000)`, serial versus `Pool`.
 //! In Rust: `pool_map::Pool` (this crate's `src/pool*`): forked workers, tasks as
@@ -284,7 +284,7 @@ fn what_it_costs(lesson: &mut Lesson, n: usize, items: u64, tasks: u64) -> anyho
     let line =
         format!("a task at chunksize 1: {one:.2} us ({tasks} tasks); at {chunk}: {many:.2} us");
     lesson.say(line);
-    lesson.say("Python's Pool at chunksize 1: about 30 us per task (07_pool_map.py)");
+    lesson.say("Python's Pool at chunksize 1: about 30 us per task (11_pool_map.py)");
     let agree = work.agree && task.agree;
     lesson.check("the pool and the threads gave the serial results", agree);
     Ok(())

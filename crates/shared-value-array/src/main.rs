@@ -3,7 +3,7 @@
 //! **Question.** After `fork`, memory is copied. How do `multiprocessing.Value` and
 //! `Array` let a child write numbers the parent can read, and what goes wrong?
 //!
-//! **Python twin** (`docs/python/03_shared_value_array.py`): `Array('i', 3)` and
+//! **Python twin** (`docs/python/04_shared_value_array.py`): `Array('i', 3)` and
 //! `Value('d', 0.0)` passed to a `Process` that writes the squares of `[2, 3, 8]`
 //! and 5.67; then `counter.value += 1` from two processes, with and without
 //! `counter.get_lock()`. In Rust: `common::shm::{Array, Value}` on a `memfd` mapped

@@ -4,7 +4,7 @@
 //! Rust refuse to compile, which ones does it still let you write, and what fixes
 //! them?
 //!
-//! **Python twin** (`docs/python/05_thread_race.py`): a global `counter += 1` from
+//! **Python twin** (`docs/python/08_thread_race.py`): a global `counter += 1` from
 //! two `threading.Thread`s, with and without `threading.Lock`; the withdraw race on
 //! an account of 100. Python accepts the unsynchronised counter; safe Rust does not
 //! (see the four `compile_fail` examples in `src/lib.rs`).

@@ -1,7 +1,7 @@
 """Twin of crates/cpu-vs-io: a CPU-bound and an I/O-bound workload, serial, on
 threads and on processes. Under CPython's GIL, CPU-bound threads gain nothing.
 "CPU busy" is CPU time / wall time (resource.getrusage): how many cores a run got.
-Run: python3 08_cpu_vs_io.py
+Run: python3 12_cpu_vs_io.py
 """
 import multiprocessing as mp
 import os

@@ -1,6 +1,6 @@
 """Twin of crates/thread-race: the counter that should reach 2 but reaches 1, lost
 updates in threads, and the check-then-act withdrawal race.
-Run: python3 05_thread_race.py
+Run: python3 08_thread_race.py
 """
 import threading
 import time

@@ -4,8 +4,8 @@ worker (caught with a timeout: Python's Pool would wait forever, gh-66587),
 close() and join(), and what it costs: the tutorial's workload, serial vs Pool,
 and a task at chunksize 1.
 
-Run: python3 07_pool_map.py
-     python3 07_pool_map.py --bench [--rounds N] [--quick]
+Run: python3 11_pool_map.py
+     python3 11_pool_map.py --bench [--rounds N] [--quick]
 The --bench mode measures what `cargo bench -p pool-map` measures, on the same
 work: the tutorial's workload scaled 100x (100x the items; 100x the work per
 item), serial vs Pool.map at the default chunksize, and a task at chunksize 1.
@@ -190,7 +190,7 @@ def bench(rounds, quick):
     def best(fn, *args):
         return min((timed(fn, *args) for _ in range(rounds)), key=lambda r: r[0])
 
-    print(f"07_pool_map.py --bench: Python {sys.version.split()[0]},"
+    print(f"11_pool_map.py --bench: Python {sys.version.split()[0]},"
           f" {os.cpu_count()} CPUs, best of {rounds}")
     readings = [
         ("100x the items", f, 20_000 if quick else 1_000_000, "x below 1000 each"),

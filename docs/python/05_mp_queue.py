@@ -2,10 +2,10 @@
 that does not cross a fork, the empty() loop, sentinels, a write end left open,
 the join-before-drain deadlock (caught with a timeout), several producers.
 
-Run: python3 04_mp_queue.py            (the lesson, a few seconds)
-     python3 04_mp_queue.py --bench    (messages per second and round trips,
+Run: python3 05_mp_queue.py            (the lesson, a few seconds)
+     python3 05_mp_queue.py --bench    (messages per second and round trips,
                                         the same rows as `cargo bench -p mp-queue`)
-     python3 04_mp_queue.py --bench --quick
+     python3 05_mp_queue.py --bench --quick
 """
 import multiprocessing as mp
 import os

@@ -1,8 +1,8 @@
 """Twin of crates/mp-lock-bank: deposit and withdraw on a shared balance of 200,
 without and with multiprocessing.Lock, and a holder that dies.
 
-Run: python3 06_mp_lock_bank.py
-     python3 06_mp_lock_bank.py --bench [--increments N]
+Run: python3 09_mp_lock_bank.py
+     python3 09_mp_lock_bank.py --bench [--increments N]
          what the lock costs: ns per locked increment, 2 processes (the Rust
          figure comes from `cargo bench -p mp-lock-bank`)
 """

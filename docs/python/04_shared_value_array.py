@@ -1,6 +1,6 @@
 """Twin of crates/shared-value-array: a child writes into Array('i') and Value('d');
 the same writes into a private mapping are lost; += on a shared Value loses updates
-unless get_lock() is held. Run: python3 03_shared_value_array.py
+unless get_lock() is held. Run: python3 04_shared_value_array.py
 """
 import ctypes
 import mmap

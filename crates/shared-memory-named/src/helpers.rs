@@ -1,0 +1,300 @@
+//! The lesson's other programs: the lesson's own binary, started again with
+//! `exec` (not forked) and a hidden first argument, as Python's `spawn` start
+//! method and its resource tracker start a fresh interpreter.
+//!
+//! - `--attach NAME`: another program that opens the segment by its name only
+//!   (Python: `SharedMemory(name=...)` in another script).
+//! - `--track`: a resource tracker, like Python's `resource_tracker`: the lesson
+//!   writes every name it is about to create on the tracker's stdin; when that
+//!   pipe ends (the lesson exited, however it died, even of SIGKILL), the tracker
+//!   unlinks those names that still exist, and says so.
+
+use std::io::{Read, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, ChildStdin, Command, ExitCode, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::named::{Item, Segment, ShareableList, in_dev_shm, unlink};
+use crate::signals;
+
+/// How long a helper may take to do what the lesson waits for.
+pub const PATIENCE: Duration = Duration::from_secs(5);
+
+/// If this process was started as one of the helpers, run it and give its exit
+/// code. `main` calls this first, before anything else.
+pub fn helper_main() -> Option<ExitCode> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("--attach") if args.len() == 2 => Some(report(attach_main(&args[1]))),
+        Some("--track") if args.len() == 1 => Some(track_main()),
+        _ => None,
+    }
+}
+
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => common::output::fail(&format!("{e:#}")),
+    }
+}
+
+/// A helper process: the lesson binary, exec'ed again. Dropping it kills and
+/// reaps it, so no helper outlives an early return.
+#[derive(Debug)]
+pub struct Helper {
+    child: Child,
+    status: Option<ExitStatus>,
+}
+
+impl Helper {
+    /// Start `current_exe args...`. With `dies_with_parent`, the helper gets
+    /// SIGKILL when the lesson dies (PR_SET_PDEATHSIG, kept across execve).
+    pub fn start(args: &[&str], dies_with_parent: bool, stdin: Stdio) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("cannot find the lesson's own binary")?;
+        let mut cmd = Command::new(exe);
+        cmd.args(args).stdin(stdin);
+        if dies_with_parent {
+            let parent = nix::unistd::getpid();
+            // SAFETY: runs in the forked child before exec; prctl, getppid and _exit
+            // are async-signal-safe and touch no memory the parent owns.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+                    if libc::getppid() != parent.as_raw() {
+                        libc::_exit(1); // the lesson died before the prctl
+                    }
+                    Ok(())
+                })
+            };
+        }
+        let child = cmd
+            .spawn()
+            .context("cannot start the lesson's binary again")?;
+        Ok(Helper {
+            child,
+            status: None,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its exit status once it has ended (reaped), without waiting.
+    pub fn ended(&mut self) -> anyhow::Result<Option<ExitStatus>> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().context("waitpid failed")?;
+        }
+        Ok(self.status)
+    }
+
+    /// Wait at most `patience` for it to end; past that, kill and reap it and say
+    /// so (it was stopped, or stuck).
+    pub fn join_within(&mut self, patience: Duration) -> anyhow::Result<i32> {
+        let deadline = Instant::now() + patience;
+        loop {
+            if let Some(status) = self.ended()? {
+                return Ok(exitcode(status));
+            }
+            if Instant::now() >= deadline {
+                self.kill_and_reap();
+                let pid = self.pid();
+                bail!(
+                    "pid {pid} did not end within {} s (stopped?); it was killed",
+                    patience.as_secs()
+                );
+            }
+            signals::sleep_a_little()?;
+        }
+    }
+
+    /// Wait (at most [`PATIENCE`]) until `done()`, while this helper runs: an
+    /// error if it ends first, or is still not done (stopped?) at the bound.
+    pub fn wait_for(&mut self, done: impl Fn() -> bool, what: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + PATIENCE;
+        while !done() {
+            if let Some(status) = self.ended()? {
+                let code = exitcode(status);
+                bail!(
+                    "pid {} ended (exitcode {code}) before it {what}",
+                    self.pid()
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!("pid {} had not {what} after 5 s (stopped?)", self.pid());
+            }
+            signals::sleep_a_little()?;
+        }
+        Ok(())
+    }
+
+    fn kill_and_reap(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            self.status = self.child.wait().ok();
+        }
+    }
+
+    fn stdin(&mut self) -> Option<ChildStdin> {
+        self.child.stdin.take()
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        self.kill_and_reap();
+    }
+}
+
+/// Python's `exitcode`: the code, or -N for death by signal N.
+pub fn exitcode(status: ExitStatus) -> i32 {
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| -s))
+        .unwrap_or(-1)
+}
+
+/// `--attach NAME`, another program: open the segment by name, say what it holds,
+/// wait (bounded) until the creator has unlinked the name, see that the name is
+/// gone while the memory is not, and answer: `sl[2] = sl[0] ** 2`.
+fn attach_main(name: &str) -> anyhow::Result<()> {
+    let me = std::process::id();
+    let seg = Segment::attach(name)?;
+    let sl = ShareableList::open(&seg)?;
+    let read = sl.to_vec();
+    sl.header()
+        .attached
+        .store(me as i64, std::sync::atomic::Ordering::SeqCst);
+    let deadline = Instant::now() + PATIENCE;
+    while sl
+        .header()
+        .unlinked
+        .load(std::sync::atomic::Ordering::SeqCst)
+        == 0
+    {
+        if Instant::now() >= deadline {
+            bail!("the creator did not unlink {name} within 5 s");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let gone = in_dev_shm(name).is_none();
+    let answer = match read.first() {
+        Some(Item::Int(n)) => Item::Int(n.saturating_mul(*n)),
+        Some(Item::Float(x)) => Item::Float(x * x),
+        None => bail!("{name} holds an empty list"),
+    };
+    if sl.len() > 2 {
+        sl.set(2, answer);
+    }
+    let read = common::output::List(&read);
+    println!("    pid {me}, another program: opened it by name, read {read}");
+    println!("    pid {me}: the name is gone, the memory is not: sl[2] = {answer}");
+    let h = sl.header();
+    h.saw_name_gone
+        .store(i64::from(gone), std::sync::atomic::Ordering::SeqCst);
+    h.done.store(1, std::sync::atomic::Ordering::SeqCst);
+    seg.close(); // munmap and close: this program never unlinks
+    Ok(())
+}
+
+/// The lesson's side of its resource tracker.
+#[derive(Debug)]
+pub struct Tracker {
+    helper: Helper,
+    pipe: Option<ChildStdin>,
+}
+
+impl Tracker {
+    /// Start the tracker (it outlives the lesson on purpose: it has no
+    /// parent-death signal; it ends when its stdin ends).
+    pub fn start() -> anyhow::Result<Tracker> {
+        let mut helper = Helper::start(&["--track"], false, Stdio::piped())?;
+        let pipe = helper.stdin();
+        Ok(Tracker { helper, pipe })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.helper.pid()
+    }
+
+    /// `resource_tracker.register(name, "shared_memory")`: call it *before*
+    /// creating the name, so that no moment exists where the name is unwatched.
+    pub fn watch(&mut self, name: &str) -> anyhow::Result<()> {
+        let pipe = self.pipe.as_mut().context("the tracker is closed")?;
+        // One short line: a pipe write under PIPE_BUF bytes is atomic.
+        writeln!(pipe, "{name}").context("the resource tracker is gone")
+    }
+
+    /// Close the pipe, as the lesson's exit would, and join the tracker: its
+    /// exitcode is how many watched names it found left and unlinked.
+    pub fn finish(mut self) -> anyhow::Result<i32> {
+        self.pipe = None; // Drop then has nothing left to do
+        let pid = self.pid();
+        self.helper
+            .join_within(PATIENCE)
+            .with_context(|| format!("the resource tracker (pid {pid})"))
+    }
+}
+
+impl Drop for Tracker {
+    /// On an early return (an error, SIGTERM): close the pipe and let the
+    /// tracker do its work, within [`PATIENCE`]; the helper's own Drop then kills
+    /// it if it is stopped.
+    fn drop(&mut self) {
+        if self.pipe.take().is_some() {
+            let _ = self.helper.join_within(PATIENCE);
+        }
+    }
+}
+
+/// `--track`: read names until the pipe ends; then unlink those that still exist.
+fn track_main() -> ExitCode {
+    // Like Python's resource_tracker: a Ctrl-C or SIGTERM meant for the lesson
+    // must not take the tracker with it; its job starts when the lesson has gone.
+    signals::ignore_term_and_int();
+    let parent = nix::unistd::getppid();
+    let mut names: Vec<String> = Vec::new();
+    let mut buf = Vec::new();
+    let mut stdin = std::io::stdin().lock();
+    // Bounded even if the lesson is stopped for good: after 10 minutes, clean up.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut chunk = [0u8; 512];
+    while Instant::now() < deadline && nix::unistd::getppid() == parent {
+        if !readable(0, Duration::from_millis(200)) {
+            continue;
+        }
+        match stdin.read(&mut chunk) {
+            Ok(0) | Err(_) => break, // end of the pipe: the lesson is gone
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        while let Some(at) = buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=at).collect();
+            names.push(String::from_utf8_lossy(&line[..at]).into_owned());
+        }
+    }
+    let leaked: Vec<&String> = names.iter().filter(|n| unlink(n).is_ok()).collect();
+    if !leaked.is_empty() {
+        eprintln!(
+            "resource tracker: unlinked {} leaked shared memory segment(s): {}",
+            leaked.len(),
+            leaked
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+    ExitCode::from(leaked.len().min(100) as u8)
+}
+
+fn readable(fd: i32, timeout: Duration) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, and the count says one.
+    unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) > 0 }
+}

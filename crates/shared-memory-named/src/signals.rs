@@ -1,0 +1,98 @@
+//! SIGTERM and SIGINT, handled so that the lesson still unlinks its names.
+//!
+//! A handler may call only async-signal-safe functions (signal-safety(7)), and
+//! `shm_unlink` is not on that list. So the handler does the one thing that is
+//! safe: it stores the signal number in an atomic. Every wait of the lesson is a
+//! loop of short sleeps that looks at that flag ([`check`]) and turns it into an
+//! error; the error unwinds the steps, their [`crate::Segment`] guards unlink
+//! the names, and `main` then dies of the same signal, as a killed program should.
+//! The handler is installed without `SA_RESTART`, so a blocking call returns early.
+//!
+//! SIGKILL runs nothing in the lesson: then only the resource tracker, another
+//! process, can unlink what was left ([`crate::helpers`]).
+
+use std::sync::atomic::{AtomicI32, Ordering::SeqCst};
+use std::time::Duration;
+
+use anyhow::bail;
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+
+static CAUGHT: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    // An atomic store: async-signal-safe.
+    CAUGHT.store(sig, SeqCst);
+}
+
+/// Catch SIGTERM and SIGINT from now on (the lesson's parent process only).
+pub fn install() -> anyhow::Result<()> {
+    let act = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGTERM, Signal::SIGINT] {
+        // SAFETY: the handler only stores into an atomic (async-signal-safe).
+        unsafe { sigaction(sig, &act) }?;
+    }
+    Ok(())
+}
+
+/// In a forked child: the default actions again (a signal for the child ends it).
+pub fn default_in_child() {
+    set_all(SigHandler::SigDfl);
+}
+
+/// For the resource tracker: ignore both (its work starts when the lesson ends).
+pub fn ignore_term_and_int() {
+    set_all(SigHandler::SigIgn);
+}
+
+fn set_all(handler: SigHandler) {
+    let act = SigAction::new(handler, SaFlags::empty(), SigSet::empty());
+    for sig in [Signal::SIGTERM, Signal::SIGINT] {
+        // SAFETY: installs SIG_DFL or SIG_IGN, no handler code at all.
+        let _ = unsafe { sigaction(sig, &act) };
+    }
+}
+
+/// The signal caught, if any.
+pub fn caught() -> Option<Signal> {
+    Signal::try_from(CAUGHT.load(SeqCst)).ok()
+}
+
+/// An error once SIGTERM or SIGINT has arrived: every wait calls this.
+pub fn check() -> anyhow::Result<()> {
+    match caught() {
+        Some(sig) => bail!("interrupted by {sig}; the named segments were unlinked"),
+        None => Ok(()),
+    }
+}
+
+/// One millisecond of a bounded wait, then [`check`].
+pub fn sleep_a_little() -> anyhow::Result<()> {
+    std::thread::sleep(Duration::from_millis(1));
+    check()
+}
+
+/// Wait (at most 5 s) until `done()`; a peer that never gets there (stopped?)
+/// makes it an error, and so does SIGTERM or SIGINT.
+pub fn wait_until(done: impl Fn() -> bool, what: &str) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !done() {
+        if std::time::Instant::now() >= deadline {
+            bail!("waited 5 s for {what} (stopped?)");
+        }
+        sleep_a_little()?;
+    }
+    Ok(())
+}
+
+/// After the lesson has cleaned up: if a signal stopped it, die of that signal
+/// (default action), so whoever started it sees what happened.
+pub fn reraise() {
+    if let Some(sig) = caught() {
+        default_in_child();
+        let _ = nix::sys::signal::raise(sig);
+    }
+}

@@ -1,0 +1,205 @@
+//! Runs the lesson binary and checks what it claims, that it fits 80 columns, and
+//! that it leaves no `/dev/shm` entry behind: after a run, after SIGTERM at a
+//! moment in the middle, and (thanks to its resource tracker) after SIGKILL.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::testkit::{Run, expect_error, run};
+
+const BIN: &str = env!("CARGO_BIN_EXE_shared-memory-named");
+const LIMIT: Duration = Duration::from_secs(60);
+const PREFIX: &str = "course-named-";
+
+/// The `/dev/shm` entries a run with this PID created and left.
+fn left_in_dev_shm(pid: u32) -> Vec<String> {
+    let ours = format!("{PREFIX}{pid}-");
+    std::fs::read_dir("/dev/shm")
+        .expect("/dev/shm")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&ours))
+        .collect()
+}
+
+/// The lesson's PID, from its banner (`pid 812, 2 CPUs available`).
+fn banner_pid(r: &Run) -> u32 {
+    r.expect_line("CPUs available")
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|w| !w.is_empty())
+        .and_then(|w| w.parse().ok())
+        .expect("a pid in the banner")
+}
+
+#[test]
+fn the_default_run_holds_every_claim_and_leaves_nothing() {
+    let r = run(BIN, &[], LIMIT);
+    r.assert_success()
+        .assert_all_checks_held()
+        .assert_fits(80)
+        .assert_expected_output(include_str!("../src/main.rs"));
+    r.expect_lines(&[
+        // another program, exec'ed, attached by the name alone and answered
+        "ok check: sl, read here now: [7, 2.5, 49] (expected [7, 2.5, 49])",
+        "another program: opened it by name, read [7, 2.5, 0]",
+        "ok check: after unlink: no name in /dev/shm, the memory still shared",
+        // close keeps the name, unlink removes it
+        "ok check: after close the name stays: opened it again, sl[0] = 42",
+        "ok check: after unlink the name is gone and the mapping still works",
+        // the killed creator's leak, shown, then cleaned; memfd has no name
+        "then got SIGKILL: exitcode -9 (killed by SIGKILL)",
+        "ok check: the killed creator's name is still in /dev/shm",
+        "ok check: after shm_unlink the entry is gone",
+        "maps a memfd region: /memfd:course-shm (deleted)",
+        "ok check: a memfd has no name in /dev/shm: nothing to leak",
+        // the Manager: every access a request, each answered
+        "ok check: d: {'client1': 50, 'client2': 50, 'client3': 50}",
+        "ok check: the server answered 302 requests: one per access",
+        "ok check: a Manager access costs over 10 Value accesses",
+        // and nothing left
+        "ok check: the resource tracker had nothing to clean up: exitcode 0",
+        "ok check: no child process left behind (zombie or running): none",
+        "ok check: no file descriptor leaked: none",
+    ]);
+    let pid = banner_pid(&r);
+    r.expect_line(&format!("entries named {PREFIX}{pid}-*: []"));
+    assert!(left_in_dev_shm(pid).is_empty(), "left in /dev/shm\n{r}");
+}
+
+#[test]
+fn knobs_change_the_manager_step() {
+    let r = run(BIN, &["--clients", "2", "--sets", "7"], LIMIT);
+    r.assert_success().assert_all_checks_held();
+    r.expect_lines(&[
+        "ok check: d: {'client1': 7, 'client2': 7} (as expected)",
+        // 2 clients x 7 x (set + get), then items() and served()
+        "ok check: the server answered 30 requests: one per access",
+    ]);
+}
+
+#[test]
+fn unicode_output_fits_80_columns_without_debug_noise() {
+    let out = Command::new(BIN)
+        .env("LC_ALL", "C.UTF-8")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the lesson");
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in text.lines() {
+        let kit = line.contains("unoptimised build");
+        assert!(kit || line.chars().count() <= 80, "too wide: {line:?}");
+        for noise in ["Some(", "None)", "Ok(", "Err(", "Exit {", "Int(", "Float("] {
+            assert!(!line.contains(noise), "Debug noise {noise:?}: {line:?}");
+        }
+    }
+}
+
+/// Start the lesson, send `signal` after `delay`, wait (bounded) for its end.
+/// Its PID, exit code (or -signal), stdout and stderr.
+fn run_and_signal(signal: i32, delay: Duration) -> (u32, i32, String, String) {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = Command::new(BIN)
+        .arg("--ascii")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the lesson");
+    let pid = child.id();
+    std::thread::sleep(delay);
+    // SAFETY: kill(2) on the PID of our own child, not yet reaped.
+    unsafe { libc::kill(pid as i32, signal) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no end 30 s after signal {signal}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let (mut out, mut err) = (String::new(), String::new());
+    let _ = child.stdout.take().unwrap().read_to_string(&mut out);
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    let code = status
+        .code()
+        .unwrap_or_else(|| -status.signal().unwrap_or(0));
+    (pid, code, out, err)
+}
+
+/// Delays spread over a run, different in every test run.
+fn delays(n: u64) -> Vec<Duration> {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    (0..n)
+        .map(|i| Duration::from_micros((seed.wrapping_mul(2654435761) + i * 37_000) % 250_000))
+        .collect()
+}
+
+#[test]
+fn sigterm_in_the_middle_leaves_no_dev_shm_entry() {
+    for delay in delays(6) {
+        let (pid, code, out, err) = run_and_signal(libc::SIGTERM, delay);
+        // Ended by the signal (after cleaning up), or had finished before it came.
+        assert!(
+            code == -libc::SIGTERM || code == 0,
+            "exit {code} after {delay:?}\n{out}\n{err}"
+        );
+        if code != 0 {
+            assert!(err.contains("error: interrupted by SIGTERM"), "{err}");
+        }
+        assert!(!err.contains("panicked"), "{err}");
+        let left = left_in_dev_shm(pid);
+        assert!(
+            left.is_empty(),
+            "SIGTERM after {delay:?} left {left:?}\n{out}\n{err}"
+        );
+    }
+}
+
+#[test]
+fn sigkill_of_the_lesson_is_cleaned_up_by_its_tracker() {
+    for delay in delays(4) {
+        let (pid, code, out, err) = run_and_signal(libc::SIGKILL, delay);
+        assert!(
+            code == -libc::SIGKILL || code == 0,
+            "exit {code}\n{out}\n{err}"
+        );
+        // The tracker starts its work when the lesson's pipe ends: give it a moment.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !left_in_dev_shm(pid).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let left = left_in_dev_shm(pid);
+        assert!(
+            left.is_empty(),
+            "SIGKILL after {delay:?} left {left:?}\n{out}\n{err}"
+        );
+    }
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    expect_error(BIN, &["--clients", "0"], "error: invalid value '0'");
+    expect_error(BIN, &["--sets", "0"], "error: invalid value '0'");
+}
+
+#[test]
+fn attaching_a_name_that_does_not_exist_is_a_clear_error() {
+    let out = Command::new(BIN)
+        .args(["--attach", "course-named-no-such-segment"])
+        .output()
+        .expect("run the attacher");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.starts_with("error: shm_open(/course-named-no-such-segment) failed"),
+        "{err}"
+    );
+    assert!(err.contains("ENOENT"), "{err}");
+}
