@@ -17,14 +17,37 @@ pub struct Run {
 /// Run `bin` with `args` (and `--ascii`, so output is the same in any locale);
 /// kill it and fail the test if it takes longer than `timeout`.
 pub fn run(bin: &str, args: &[&str], timeout: Duration) -> Run {
-    let mut child = Command::new(bin)
-        .args(args)
-        .arg("--ascii")
+    let mut cmd = Command::new(bin);
+    cmd.args(args).arg("--ascii");
+    run_command(cmd, timeout)
+}
+
+/// Run `bin` with `args` as a learner in a UTF-8 terminal would see it: no
+/// `--ascii`, `LC_ALL=C.UTF-8` (Unicode marks and bars).
+pub fn run_unicode(bin: &str, args: &[&str], timeout: Duration) -> Run {
+    let mut cmd = Command::new(bin);
+    cmd.args(args).env("LC_ALL", "C.UTF-8");
+    run_command(cmd, timeout)
+}
+
+/// Run `bin` with `args` (and `--ascii`) under a shell's limits, for example
+/// `"ulimit -n 7"` or `"ulimit -v 60000; export RUST_MIN_STACK=100000000"`.
+pub fn run_limited(bin: &str, limits: &str, args: &[&str], timeout: Duration) -> Run {
+    let script = format!("{limits}; exec \"$0\" \"$@\"");
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &script, bin]).args(args).arg("--ascii");
+    run_command(cmd, timeout)
+}
+
+/// Run `cmd`; kill it and fail the test if it takes longer than `timeout`.
+pub fn run_command(mut cmd: Command, timeout: Duration) -> Run {
+    let what = format!("{cmd:?}");
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
     // Read both pipes on threads, so a chatty child never blocks on a full pipe.
     let mut out = child.stdout.take().expect("piped stdout");
     let mut err = child.stderr.take().expect("piped stderr");
@@ -57,7 +80,7 @@ pub fn run(bin: &str, args: &[&str], timeout: Duration) -> Run {
     };
     assert!(
         status.is_some(),
-        "{bin} {args:?} did not finish within {timeout:?}\n--- stdout\n{}\n--- stderr\n{}",
+        "{what} did not finish within {timeout:?}\n--- stdout\n{}\n--- stderr\n{}",
         run.stdout,
         run.stderr
     );
@@ -182,6 +205,27 @@ impl Run {
             "lines wider than {columns} columns:\n{}\n{self}",
             wide.join("\n")
         );
+        self
+    }
+
+    /// Fail the test if any stdout line shows Rust's `Debug` formatting.
+    pub fn assert_no_debug_noise(&self) -> &Self {
+        let noise = [
+            "Some(",
+            "None)",
+            "Ok(",
+            "Err(",
+            "Exit {",
+            "Finished(",
+            "Killed(",
+            "[true",
+            "[false",
+        ];
+        for line in self.stdout.lines() {
+            for n in noise {
+                assert!(!line.contains(n), "Debug noise {n:?} in {line:?}\n{self}");
+            }
+        }
         self
     }
 

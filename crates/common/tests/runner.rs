@@ -47,7 +47,8 @@ fn run_all_leaves_processes_it_did_not_start_alone() {
     let _ = other.wait();
     let _ = std::fs::remove_file(&stranger);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "run_all failed:\n{text}");
+    let errors = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "run_all failed:\n{text}\n{errors}");
     assert!(alive, "run_all killed a process it did not start");
 }
 

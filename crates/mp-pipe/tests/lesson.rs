@@ -1,9 +1,8 @@
 //! Runs the lesson binary and checks what it claims, and how it fails.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::testkit::{Run, expect_error, run};
+use common::testkit::{expect_error, run, run_limited, run_unicode};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mp-pipe");
 const LIMIT: Duration = Duration::from_secs(60);
@@ -54,14 +53,11 @@ fn the_default_run_holds_every_claim() {
 
 #[test]
 fn no_rust_debug_noise_and_every_line_fits_80_columns() {
-    for r in [run(BIN, &[], LIMIT), unicode_run(&[])] {
-        r.assert_success().assert_fits(80);
-        for line in r.stdout.lines() {
-            for noise in [
-                "Some(", "None", "Ok(", "Err(", "Exit {", "WrongWay", "Corrupt(",
-            ] {
-                assert!(!line.contains(noise), "Debug noise {noise:?}: {line:?}");
-            }
+    for r in [run(BIN, &[], LIMIT), run_unicode(BIN, &[], LIMIT)] {
+        r.assert_success().assert_fits(80).assert_no_debug_noise();
+        // This lesson's own error variants, never shown by their Debug names.
+        for noise in ["WrongWay", "Corrupt("] {
+            assert!(!r.stdout.contains(noise), "Debug noise {noise:?}\n{r}");
         }
     }
 }
@@ -92,7 +88,7 @@ fn two_readers_share_any_number_of_messages_exactly_once() {
 #[test]
 fn a_low_open_file_limit_is_a_clear_error_or_a_full_run() {
     for n in 5..=12 {
-        let r = limited(&format!("ulimit -n {n}"));
+        let r = run_limited(BIN, &format!("ulimit -n {n}"), &[], LIMIT);
         match r.code {
             Some(0) => {
                 r.assert_all_checks_held();
@@ -109,25 +105,4 @@ fn bad_flags_get_clear_errors() {
     expect_error(BIN, &["--messages", "0"], "0 is not in 1..=1000");
     expect_error(BIN, &["--numbers", "5000000000"], "does not fit in an i64");
     expect_error(BIN, &["--bench"], "unexpected argument '--bench'");
-}
-
-/// The lesson under a shell's limits (`run` appends `--ascii`).
-fn limited(limits: &str) -> Run {
-    let script = format!("{limits}; exec \"$0\" \"$@\"");
-    run("sh", &["-c", &script, BIN], LIMIT)
-}
-
-/// The lesson in a UTF-8 locale without `--ascii`.
-fn unicode_run(args: &[&str]) -> Run {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("LC_ALL", "C.UTF-8")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the lesson");
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }

@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::testkit::{Run, expect_error, run};
+use common::testkit::{expect_error, run, run_limited, run_unicode};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mp-queue");
 const LIMIT: Duration = Duration::from_secs(60);
@@ -43,30 +43,9 @@ fn the_default_run_holds_every_claim() {
 
 #[test]
 fn no_rust_debug_noise_and_every_line_fits_80_columns() {
-    for ascii in [true, false] {
-        // `run` adds --ascii; the Unicode run goes through a UTF-8 locale.
-        let r = if ascii {
-            run(BIN, &[], LIMIT)
-        } else {
-            unicode_run(&[])
-        };
-        r.assert_success();
-        for line in r.stdout.lines() {
-            // The banner's note on an unoptimised build is the kit's, not the lesson's.
-            let kit = line.contains("unoptimised build");
-            assert!(kit || line.chars().count() <= 80, "too wide: {line:?}\n{r}");
-            for noise in [
-                "Some(",
-                "None)",
-                "Ok(",
-                "Err(",
-                "Finished(",
-                "Killed(",
-                "Exit {",
-            ] {
-                assert!(!line.contains(noise), "Debug noise {noise:?}: {line:?}");
-            }
-        }
+    // `run` adds --ascii; the Unicode run goes through a UTF-8 locale.
+    for r in [run(BIN, &[], LIMIT), run_unicode(BIN, &[], LIMIT)] {
+        r.assert_success().assert_fits(80).assert_no_debug_noise();
     }
 }
 
@@ -170,14 +149,14 @@ fn a_child_stopped_mid_transfer_is_a_clear_error_within_the_bound() {
 
 #[test]
 fn a_low_open_file_limit_is_a_clear_error() {
-    let r = limited("ulimit -n 7");
+    let r = run_limited(BIN, "ulimit -n 7", &[], LIMIT);
     assert_eq!(r.code, Some(2), "{r}");
     assert!(r.stderr.starts_with("error: "), "{r}");
     assert!(r.stderr.contains("ulimit -n"), "{r}");
     assert!(!r.stderr.contains("panicked"), "{r}");
     // Every limit around it: either the whole lesson, or a clear error.
     for n in 5..=14 {
-        let r = limited(&format!("ulimit -n {n}"));
+        let r = run_limited(BIN, &format!("ulimit -n {n}"), &[], LIMIT);
         match r.code {
             Some(0) => {
                 r.assert_all_checks_held();
@@ -196,10 +175,11 @@ fn a_low_open_file_limit_is_a_clear_error() {
 fn a_thread_that_cannot_start_is_a_clear_error() {
     // A 100 MB thread stack cannot be mapped under a 60 MB address-space limit;
     // the lesson itself fits.
-    let r = limited("ulimit -v 60000; export RUST_MIN_STACK=100000000");
+    let limits = "ulimit -v 60000; export RUST_MIN_STACK=100000000";
+    let r = run_limited(BIN, limits, &[], LIMIT);
     r.assert_clear_error("error: cannot start a thread: Resource temporarily unavailable");
     // A plain `ulimit -v 60000` leaves room for everything: the lesson runs.
-    limited("ulimit -v 60000").assert_success();
+    run_limited(BIN, "ulimit -v 60000", &[], LIMIT).assert_success();
 }
 
 #[test]
@@ -208,27 +188,6 @@ fn bad_flags_get_clear_errors() {
     expect_error(BIN, &["--big-bytes", "0"], "0 is not in 1..=64000000");
     expect_error(BIN, &["--numbers", "5000000000"], "does not fit in an i64");
     expect_error(BIN, &["--bench"], "unexpected argument '--bench'");
-}
-
-/// The lesson under a shell's limits (`run` appends `--ascii`).
-fn limited(limits: &str) -> Run {
-    let script = format!("{limits}; exec \"$0\" \"$@\"");
-    run("sh", &["-c", &script, BIN], LIMIT)
-}
-
-/// The lesson in a UTF-8 locale without `--ascii`.
-fn unicode_run(args: &[&str]) -> Run {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("LC_ALL", "C.UTF-8")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the lesson");
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 fn signal(pid: i32, sig: &str) {

@@ -6,7 +6,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::testkit::{Run, expect_error, run};
+use common::testkit::{Run, expect_error, run, run_unicode};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shared-memory-named");
 const LIMIT: Duration = Duration::from_secs(60);
@@ -79,19 +79,10 @@ fn knobs_change_the_manager_step() {
 
 #[test]
 fn unicode_output_fits_80_columns_without_debug_noise() {
-    let out = Command::new(BIN)
-        .env("LC_ALL", "C.UTF-8")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the lesson");
-    assert_eq!(out.status.code(), Some(0));
-    let text = String::from_utf8_lossy(&out.stdout);
-    for line in text.lines() {
-        let kit = line.contains("unoptimised build");
-        assert!(kit || line.chars().count() <= 80, "too wide: {line:?}");
-        for noise in ["Some(", "None)", "Ok(", "Err(", "Exit {", "Int(", "Float("] {
-            assert!(!line.contains(noise), "Debug noise {noise:?}: {line:?}");
-        }
+    let r = run_unicode(BIN, &[], LIMIT);
+    r.assert_success().assert_fits(80).assert_no_debug_noise();
+    for noise in ["Int(", "Float("] {
+        assert!(!r.stdout.contains(noise), "Debug noise {noise:?}\n{r}");
     }
 }
 
