@@ -210,9 +210,9 @@ def lesson():
         everything += got
     assert sorted(everything) == list(range(12))
 
-    print("[7] two processes write one pipe, 256 KiB each")
+    print("[7] two processes write one pipe, about 256 KiB each")
     for size in (PIPE_BUF, 65536 + 4):
-        frames = 256 * 1024 // size
+        frames = -(-256 * 1024 // size)  # rounded up: 64 x 4096 B, 4 x 65540 B
         r, w = os.pipe()
         writers = [
             ctx.Process(target=frame_writer, args=(r, w, tag, size, frames))

@@ -98,7 +98,13 @@ def barrier_step(parties=3, phases=3):
     print("  ok: no departure before the last arrival, in any phase")
 
 
-# [4] A party dies before the barrier: the others time out and are told.
+# [4] A party dies on its way to the barrier while the others wait there: they
+# time out and are told.
+def slow_party(barrier):
+    time.sleep(60)  # a long piece of work; it is killed during it
+    barrier.wait(BOUND)
+
+
 def barrier_waiter(barrier, timeout, outcome, i):
     try:
         barrier.wait(timeout)
@@ -110,19 +116,26 @@ def barrier_waiter(barrier, timeout, outcome, i):
 def dead_party_step(parties=3):
     print("[4] a party dies before it reaches the barrier")
     barrier = ctx.Barrier(parties)
-    dead = start(time.sleep, 60)
-    dead.kill()
-    dead.join()
-    print(f"    party 1 (pid {dead.pid}) was killed: exitcode {dead.exitcode}")
     outcome = ctx.Array("i", parties)
     t = time.monotonic()
+    dead = start(slow_party, barrier)
     ps = [start(barrier_waiter, barrier, PATIENCE if i == 1 else BOUND, outcome, i)
           for i in range(1, parties)]
+    # Kill party 1 once the others are waiting at the barrier.
+    give_up = time.monotonic() + BOUND
+    while barrier.n_waiting < parties - 1 and time.monotonic() < give_up:
+        time.sleep(0.001)
+    waiting = barrier.n_waiting
+    dead.kill()
+    dead.join(BOUND)
+    print(f"    party 1 (pid {dead.pid}) was killed on its way: exitcode {dead.exitcode}")
+    assert waiting == parties - 1, f"only {waiting} were waiting at the barrier"
     join_all(ps)
     waited = time.monotonic() - t
     assert all(o == 2 for o in outcome[1:]) and barrier.broken
     assert waited < BOUND, "the others were not released by the break"
-    print(f"  ok: every waiter got BrokenBarrierError after {waited:.2f} s")
+    print(f"  ok: {waiting} were waiting when it died; every one got "
+          f"BrokenBarrierError after {waited:.2f} s")
 
 
 # [5] Condition: wait_for(items >= 3) while a producer adds items.

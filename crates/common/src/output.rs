@@ -152,7 +152,7 @@ impl Lesson {
                 self.checks
             );
             for f in &self.failed {
-                println!("  - {f}");
+                print_wrapped(&format!("  - {f}"), "    ");
             }
             ExitCode::FAILURE
         }
@@ -183,7 +183,9 @@ pub fn main<A: clap::Parser, E: Display>(run: fn(&A) -> Result<ExitCode, E>) -> 
 /// Print an error the way every lesson does and give the exit code for it (2: the
 /// lesson could not run, as opposed to 1: a claim did not hold).
 pub fn fail(err: &dyn Display) -> ExitCode {
-    eprintln!("error: {err}");
+    // Wrapped like everything else (80 columns: stderr is often not a terminal).
+    let text = wrap(&format!("error: {err}"), 80, "  ").join("\n");
+    eprintln!("{text}");
     ExitCode::from(2)
 }
 

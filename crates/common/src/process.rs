@@ -62,7 +62,7 @@ pub enum ProcessError {
     #[error("{call} failed: {errno}")]
     Sys { call: &'static str, errno: Errno },
     /// `/proc` could not be read, so the kit cannot check what it must.
-    #[error("cannot read {path}: {error}; the kit needs /proc (procfs) to {why}")]
+    #[error("{}", no_proc_text(path, why, error))]
     NoProc {
         path: &'static str,
         why: &'static str,
@@ -90,6 +90,18 @@ pub enum ProcessError {
         crate::timeline::fmt_duration(*patience)
     )]
     Stuck { pid: i32, patience: Duration },
+}
+
+/// An unreadable /proc, in words that name the real cause: an fd limit is not a
+/// missing procfs.
+fn no_proc_text(path: &str, why: &str, error: &io::Error) -> String {
+    match error.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE) => format!(
+            "cannot open {path}: {error}; the open-file limit (ulimit -n) is too low \
+             to {why}"
+        ),
+        _ => format!("cannot read {path}: {error}; the kit needs /proc (procfs) to {why}"),
+    }
 }
 
 /// How long [`fork`] waits for the child to say it is protected by its
@@ -123,7 +135,9 @@ impl<E: fmt::Display> ChildResult for Result<(), E> {
         match self {
             Ok(()) => 0,
             Err(e) => {
-                eprintln!("error in child process {}: {e}", std::process::id());
+                // One write, so that lines from several children never interleave.
+                let line = format!("error in child process {}: {e}\n", std::process::id());
+                let _ = io::stderr().lock().write_all(line.as_bytes());
                 1
             }
         }
@@ -544,8 +558,10 @@ fn wait_until_single_threaded() -> Result<usize, ProcessError> {
 }
 
 /// Put SIGCHLD back to a disposition under which children wait to be joined: not
-/// `SIG_IGN`, no `SA_NOCLDWAIT` (module docs). A handler, if any, is kept.
-pub(crate) fn keep_children_joinable() -> Result<(), ProcessError> {
+/// `SIG_IGN`, no `SA_NOCLDWAIT` (module docs). A handler, if any, is kept. `fork`
+/// calls it; a program that starts children another way (`std::process::Command`)
+/// calls it first, or an inherited `SIG_IGN` reaps them before anyone can join.
+pub fn keep_children_joinable() -> Result<(), ProcessError> {
     let sys = |errno| ProcessError::Sys {
         call: "sigaction",
         errno,

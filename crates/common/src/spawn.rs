@@ -193,13 +193,19 @@ fn child_request(
         .and_then(OsStr::to_str)
         .and_then(|s| s.parse().ok())
         .ok_or("no socket fd")?;
+    // 0-2 are stdin, stdout and stderr, never the socket: owning one would close it.
+    if fd <= 2 {
+        return Err(format!("fd {fd} is a standard stream, not the socket"));
+    }
     // SAFETY: F_GETFD only reads the flags of an fd number; on a number that is
     // not open it fails with EBADF, which we turn into an error.
     if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
         return Err(format!("fd {fd} is not open"));
     }
-    // SAFETY: the parent cleared CLOEXEC on this one fd for us alone; nothing else
-    // in this fresh process knows the number, so it is ours to own and close.
+    // SAFETY: the number comes from argv, which `start` wrote: the one fd the
+    // parent left open across exec for this child (checked open above, and not
+    // 0-2). Only the lines above the entry hook have run in this fresh image and
+    // none of them opens or names it, so nothing else owns it: ours to own and close.
     let data = unsafe { OwnedFd::from_raw_fd(fd) };
     // Our own children must not inherit it.
     nix::fcntl::fcntl(&data, nix::fcntl::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))

@@ -97,7 +97,7 @@ pub fn expect_error(bin: &str, args: &[&str], message: &str) {
         "{args:?} should fail with exit code 2\n{r}"
     );
     assert!(
-        r.stderr.contains(message),
+        r.error_text().contains(message),
         "{args:?} should say {message:?}\n{r}"
     );
     assert!(!r.stderr.contains("panicked"), "{args:?} panicked\n{r}");
@@ -229,12 +229,22 @@ impl Run {
         self
     }
 
+    /// stderr with the lesson's wrapped error lines joined again (`output::fail`
+    /// wraps at 80 columns, continuing with two spaces), so that a test can look
+    /// for a phrase wherever the line broke.
+    pub fn error_text(&self) -> String {
+        self.stderr.replace("\n  ", " ")
+    }
+
     /// Fail the test unless the lesson stopped with a clear error: exit code 2,
     /// stderr starting with `error` (for example `error: cannot start a thread`),
     /// and no panic.
     pub fn assert_clear_error(&self, error: &str) -> &Self {
         assert_eq!(self.code, Some(2), "expected exit code 2\n{self}");
-        assert!(self.stderr.starts_with(error), "expected {error:?}\n{self}");
+        assert!(
+            self.error_text().starts_with(error),
+            "expected {error:?}\n{self}"
+        );
         assert!(!self.stderr.contains("panicked"), "a panic\n{self}");
         self
     }

@@ -69,6 +69,10 @@ fn run_all_names_a_kill_a_kill() {
     let deadline = Instant::now() + Duration::from_secs(300);
     let lesson = loop {
         assert!(Instant::now() < deadline, "the lesson never started");
+        // A runner that ended already (a failed build, say) will start nothing.
+        let ended = std::fs::read_to_string(format!("/proc/{}/stat", run.id()))
+            .map_or(true, |stat| stat.contains(") Z "));
+        assert!(!ended, "run_all ended before the lesson started");
         let found = std::fs::read_dir("/proc").unwrap().find_map(|e| {
             let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
             let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;

@@ -26,8 +26,9 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
+use common::Exit;
 use common::fork;
-use common::output::List;
+use common::output::{List, print_wrapped};
 use common::process::Child;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -519,17 +520,52 @@ pub fn fork_eof_reader(
             }
         };
         let (how, got) = (if close_w { "closed" } else { "kept" }, List(&got));
+        // Wrapped like `Lesson::say`: long numbers make long lines.
         if eof {
-            println!("    {how} w: child pid {pid} got {got}, then EOF");
+            print_wrapped(
+                &format!("    {how} w: child pid {pid} got {got}, then EOF"),
+                "      ",
+            );
             return 0;
         }
-        println!("    {how} w: child pid {pid} got {got}, then no EOF");
-        println!(
-            "      after {} s: it holds a write end itself",
-            watchdog.as_secs()
+        let secs = watchdog.as_secs();
+        print_wrapped(
+            &format!("    {how} w: child pid {pid} got {got}, then no EOF"),
+            "      ",
+        );
+        print_wrapped(
+            &format!("      after {secs} s: it holds a write end itself"),
+            "      ",
         );
         NO_EOF
     })?)
+}
+
+/// An error unless the child `who` ended with one of the `expected` exit codes: a
+/// child killed by a signal (from outside) or ending some other way means the
+/// lesson could not run, which is not a failed claim.
+pub fn expect_exit(who: &str, exit: &Exit, expected: &[i32]) -> anyhow::Result<()> {
+    if !expected.contains(&exit.code) {
+        let codes: Vec<String> = expected.iter().map(i32::to_string).collect();
+        anyhow::bail!(
+            "{who} ended with {exit}, not exitcode {}: was it killed from outside?",
+            codes.join(" or ")
+        );
+    }
+    Ok(())
+}
+
+/// `join_within(patience)`, then [`expect_exit`]: how the child ended, if it is
+/// one of the `expected` codes; an error otherwise.
+pub fn join_expecting(
+    child: &mut Child,
+    who: &str,
+    patience: Duration,
+    expected: &[i32],
+) -> anyhow::Result<Exit> {
+    let exit = child.join_within(patience)?;
+    expect_exit(who, &exit, expected)?;
+    Ok(exit)
 }
 
 /// Fork a reader of `recv_end` (a dup of it goes to the child), which sends the
@@ -589,8 +625,8 @@ pub fn two_writers(
     w.close(); // the writers hold the only write ends now
     let result = read_frames(&r, &tags, bound);
     r.close(); // a writer still writing gets EPIPE and stops
-    for w in &mut writers {
-        w.join_within(bound)?;
+    for (w, tag) in writers.iter_mut().zip(tags) {
+        join_expecting(w, &format!("writer {}", tag as char), bound, &[0])?;
     }
     Ok(result)
 }

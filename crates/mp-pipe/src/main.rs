@@ -38,7 +38,7 @@
 //! [6] two processes read one end: 12 messages
 //!     reader A (pid 2968): ...
 //!     reader B (pid 2969): ...
-//! [7] two processes write one pipe, 256 KiB each
+//! [7] two processes write one pipe, about 256 KiB each
 //!     4096-byte frames: A 64 and B 64 whole: writes <= PIPE_BUF are atomic
 //!     65540-byte frames: A 1 and B 0 whole...
 //! ```
@@ -50,12 +50,12 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 use clap::Parser;
 use common::output::{CommonArgs, List, check_numbers};
 use common::{Lesson, fork};
 use mp_pipe::{Conn, ConnError, HEADER, NO_EOF, PIPE_BUF, Shares};
-use mp_pipe::{fork_eof_reader, fork_reader, hex, packet_pair, pipe, py_bool};
+use mp_pipe::{fork_eof_reader, fork_reader, hex, join_expecting, packet_pair, pipe, py_bool};
 use mp_pipe::{read_until_eof, split_frames, two_writers};
 
 #[derive(Parser, Debug)]
@@ -126,25 +126,30 @@ fn both_ways(lesson: &mut Lesson, numbers: &[i64], squares: &[i64]) -> Result<()
     let early = parent_end.poll(Duration::from_millis(100))?;
     let said = py_bool(early);
     lesson.say(format!("poll(0.1) before the first send: {said}"));
-    let (mut got, mut pids, mut ready) = (Vec::new(), Vec::new(), true);
+    let (mut got, mut pids) = (Vec::new(), Vec::new());
     for n in numbers {
         parent_end.send(n, BOUND)?;
-        ready &= parent_end.poll(BOUND)?; // True: a reply is there (or EOF)
+        let replied = parent_end.poll(BOUND)?; // True: a reply is there (or EOF)
+        ensure!(
+            replied,
+            "no reply within {} s: the child is stuck",
+            BOUND.as_secs()
+        );
         let reply = parent_end.recv::<(u32, i64)>(BOUND)?;
         let (pid, sq) = reply.context("the child hung up")?;
         got.push(sq);
         pids.push(pid as i32);
     }
     parent_end.close(); // the child's recv() now sees the end of the stream
-    let exit = child.join_within(BOUND)?;
+    let exit = join_expecting(&mut child, "the child", BOUND, &[0])?;
     let line = format!("got {} from pid {}; the child: {exit}", List(&got), pids[0]);
     lesson.say(line);
     lesson.check_eq("the parent got back", List(&got), List(squares));
     let by_child = pids.iter().all(|&p| p == child.pid()) && exit.success();
     let claim = "each reply came from the child, which ended at EOF";
     lesson.check(claim, by_child);
-    let claim = "poll(0.1) said False before the first send, True before each reply";
-    lesson.check(claim, !early && ready);
+    let claim = "poll(0.1) said False before the first send";
+    lesson.check(claim, !early);
     let claim = "both ends are sockets (fstat)";
     lesson.check(claim, (a, b) == ("socket", "socket"));
     Ok(())
@@ -174,7 +179,7 @@ fn one_way(lesson: &mut Lesson, squares: &[i64]) -> Result<()> {
     while let Some(v) = r.recv::<i64>(BOUND)? {
         got.push(v);
     }
-    let exit = child.join_within(BOUND)?;
+    let exit = join_expecting(&mut child, "the child", BOUND, &[0])?;
     let line = format!("r.recv() until EOFError: {}; the child: {exit}", List(&got));
     lesson.say(line);
     lesson.check_eq("received until EOF", List(&got), List(squares));
@@ -195,7 +200,8 @@ fn parent_keeps_the_write_end(lesson: &mut Lesson, squares: &[i64]) -> Result<()
         theirs.close();
         squares.iter().try_for_each(|sq| kept.send(sq, BOUND))
     })?;
-    let exit = child.join_within(BOUND)?; // the child wrote everything and is gone
+    // The child wrote everything and is gone.
+    let exit = join_expecting(&mut child, "the child", BOUND, &[0])?;
     let (got, eof) = read_until_eof(&r, squares.len(), WATCHDOG, BOUND)?;
     lesson.say(format!("the child wrote {} and ended ({exit})", List(&got)));
     let secs = WATCHDOG.as_secs();
@@ -214,14 +220,16 @@ fn parent_keeps_the_write_end(lesson: &mut Lesson, squares: &[i64]) -> Result<()
 fn child_keeps_the_write_end(lesson: &mut Lesson, squares: &[i64]) -> Result<()> {
     lesson.step("EOFError needs every copy closed: the child's copy of w too");
     let mut exits = Vec::new();
-    for close_w in [false, true] {
+    for (close_w, who) in [(false, "the kept-w child"), (true, "the closed-w child")] {
         let (r, w) = pipe(false)?;
         // Child (see fork_eof_reader): reads r until EOF; closes its w or not.
         let mut child = fork_eof_reader(r, &w, close_w, squares.len(), WATCHDOG, BOUND)?;
         // Parent: send, then close the parent's w: only the child's copy is left.
         squares.iter().try_for_each(|sq| w.send(sq, BOUND))?;
         w.close();
-        exits.push(child.join_within(BOUND + WATCHDOG)?);
+        // NO_EOF: it waited for itself (the point); 0: EOF (a failed claim if kept).
+        let exit = join_expecting(&mut child, who, BOUND + WATCHDOG, &[0, NO_EOF])?;
+        exits.push(exit);
     }
     lesson.broken("the child that kept w waited for itself");
     let (kept, closed) = (&exits[0], &exits[1]);
@@ -271,7 +279,7 @@ fn two_readers_one_end(lesson: &mut Lesson, messages: u32) -> Result<()> {
     let mut shares = Shares::default();
     for ((mut child, report), name) in [a, b].into_iter().zip(["A", "B"]) {
         let got: Vec<u32> = report.recv(BOUND)?.context("a reader ended silently")?;
-        let exit = child.join_within(BOUND)?;
+        let exit = join_expecting(&mut child, &format!("reader {name}"), BOUND, &[0])?;
         let (pid, got_list) = (child.pid(), List(&got));
         let line = format!("reader {name} (pid {pid}): {got_list} ({exit})");
         lesson.say(line);
@@ -283,9 +291,9 @@ fn two_readers_one_end(lesson: &mut Lesson, messages: u32) -> Result<()> {
 }
 
 fn two_writers_one_pipe(lesson: &mut Lesson) -> Result<()> {
-    lesson.step("two processes write one pipe, 256 KiB each");
+    lesson.step("two processes write one pipe, about 256 KiB each");
     for size in [PIPE_BUF, 64 * 1024 + HEADER] {
-        let frames = 256 * 1024 / size;
+        let frames = (256 * 1024usize).div_ceil(size); // 64 x 4096 B, 4 x 65540 B
         // Children (see two_writers): A and B, one write per frame.
         let (whole, torn) = two_writers(size, frames, BOUND)?;
         let (a, b) = (whole[0], whole[1]);

@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow, bail};
 use common::fork;
 use common::lock::ShmMutex;
-use common::process::Exit;
+use common::process::{Child, Exit};
 use common::procfs::state_of;
 use common::shm::{Array, RawValue};
 use common::timeline::{Kind, Timeline, fmt_duration};
 
-use crate::{Barrier, BrokenBarrier, Condition, Event, Semaphore, join_all, ns_since};
+use crate::{Barrier, BrokenBarrier, Condition, Deadline, Event, Semaphore, join_all, ns_since};
 
 /// The bound on every wait that should succeed: past it, a peer is stuck or stopped.
 pub const BOUND: Duration = Duration::from_secs(5);
@@ -24,7 +24,8 @@ pub const JOIN: Duration = Duration::from_secs(12);
 pub struct EventRound {
     /// Waiters asleep in the kernel (state S in /proc) just before `set()`.
     pub asleep: usize,
-    /// How many the one FUTEX_WAKE of `set()` woke.
+    /// How many the one FUTEX_WAKE of `set()` woke: only waiters asleep in the
+    /// futex count (one that sees the flag first does not sleep at all).
     pub woken: usize,
     /// Waiters that got past `wait` before `set()` (must be none).
     pub early: usize,
@@ -32,7 +33,8 @@ pub struct EventRound {
     pub after_set: Vec<i64>,
 }
 
-/// `n` processes call `event.wait(timeout)`; the parent sets the event once.
+/// `n` processes call `event.wait(timeout)`; the parent sets the event once, after
+/// it has seen every one of them asleep (or [`BOUND`] has passed).
 pub fn event_round(n: usize) -> Result<EventRound> {
     let (event, ready) = (Event::new()?, Semaphore::new(0)?);
     let woke_at = Array::<i64>::new(n)?;
@@ -41,24 +43,24 @@ pub fn event_round(n: usize) -> Result<EventRound> {
     for i in 0..n {
         let (event, ready, woke_at) = (&event, &ready, &woke_at);
         waiters.push(fork(move || -> Result<()> {
-            // Child: say "about to wait", then event.wait(timeout).
+            // Child: say "about to wait", then event.wait(timeout). Its timeout is
+            // longer than the parent's look at /proc, so it is still asleep then.
             ready.release()?;
-            if !event.wait(BOUND) {
-                bail!("the event was not set within {}", fmt_duration(BOUND));
+            if !event.wait(2 * BOUND) {
+                bail!("the event was not set within {}", fmt_duration(2 * BOUND));
             }
             woke_at.set(i, ns_since(epoch));
             Ok(())
         })?);
     }
-    // Parent: once all are about to wait, give them a moment to fall asleep; set.
+    // Parent: once all are about to wait, watch /proc until every one is asleep
+    // (state S: the only place a waiter can sleep now is the futex); then set.
     for _ in 0..n {
         if !ready.acquire(BOUND)? {
             bail!("the waiters did not start within {}", fmt_duration(BOUND));
         }
     }
-    std::thread::sleep(Duration::from_millis(50));
-    let asleep = waiters.iter().filter(|w| state_of(w.pid()) == Some('S'));
-    let asleep = asleep.count();
+    let asleep = all_asleep(&waiters)?;
     let early = woke_at.to_vec().iter().filter(|&&t| t != 0).count();
     let set_at = ns_since(epoch);
     let woken = event.set();
@@ -72,6 +74,26 @@ pub fn event_round(n: usize) -> Result<EventRound> {
     })
 }
 
+/// How many of `children` are asleep (state S), once all are or [`BOUND`] has
+/// passed. An error, never a count of 0, when /proc cannot tell.
+fn all_asleep(children: &[Child]) -> Result<usize> {
+    let deadline = Deadline::after(BOUND);
+    loop {
+        let mut asleep = 0;
+        for c in children {
+            match state_of(c.pid()) {
+                Some('S') => asleep += 1,
+                Some(_) => {}
+                None => bail!("cannot read the state of pid {} in /proc", c.pid()),
+            }
+        }
+        if asleep == children.len() || deadline.left().is_none() {
+            return Ok(asleep);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// What [`semaphore_round`] saw.
 #[derive(Debug)]
 pub struct SemaphoreRound {
@@ -83,8 +105,12 @@ pub struct SemaphoreRound {
     pub entered: i64,
 }
 
-/// `n` processes, started together, each do `with sem: work(hold)`.
+/// `n` processes, started together, each do `with sem: work(hold)`. The last one
+/// in waits for `ceil(n / slots)` turns of `hold` before it: its acquire bound,
+/// and the bound on joining them all, grow with the flags.
 pub fn semaphore_round(n: u32, slots: u32, hold: Duration) -> Result<SemaphoreRound> {
+    let queue = hold.saturating_mul(n.div_ceil(slots.max(1)));
+    let (bound, join) = (queue.saturating_add(BOUND), queue.saturating_add(JOIN));
     let (sem, go) = (Semaphore::new(slots)?, Event::new()?);
     let (inside, most) = (RawValue::<i64>::new(0)?, RawValue::<i64>::new(0)?);
     let entered = RawValue::<i64>::new(0)?;
@@ -100,8 +126,8 @@ pub fn semaphore_round(n: u32, slots: u32, hold: Duration) -> Result<SemaphoreRo
                 bail!("never told to start");
             }
             let asked = tl.now();
-            if !sem.acquire(BOUND)? {
-                bail!("no turn within {}", fmt_duration(BOUND));
+            if !sem.acquire(bound)? {
+                bail!("no turn within {}", fmt_duration(bound));
             }
             tl.record(lane, Kind::Wait, asked, tl.now());
             tl.span(lane, Kind::Hold, || {
@@ -116,7 +142,7 @@ pub fn semaphore_round(n: u32, slots: u32, hold: Duration) -> Result<SemaphoreRo
     }
     // Parent: start them together, wait for all.
     go.set();
-    join_all(&mut workers, JOIN, "the semaphore workers")?;
+    join_all(&mut workers, join, "the semaphore workers")?;
     Ok(SemaphoreRound {
         timeline,
         most: most.get(),
@@ -197,20 +223,27 @@ impl std::fmt::Display for Outcome {
 pub struct DeadParty {
     pub pid: i32,
     pub exit: Exit,
+    /// Parties already waiting at the barrier when party 1 was killed.
+    pub waiting: u32,
     /// The other parties, in order: how each wait ended, and how long it took.
     pub others: Vec<(Outcome, Duration)>,
     pub broken: bool,
 }
 
-/// Party 1 is killed before it arrives. Party 2 waits `patience`; the others wait
-/// [`BOUND`], far longer, and are released by party 2's timeout.
+/// All parties start; party 1 works long before it would arrive, and is killed
+/// once the others are waiting at the barrier. Party 2 waits `patience`; the
+/// others wait [`BOUND`], far longer, and are released by party 2's timeout.
 pub fn dead_party_round(parties: u32, patience: Duration) -> Result<DeadParty> {
     let barrier = Barrier::new(parties)?;
-    let mut dead = fork(|| std::thread::sleep(Duration::from_secs(60)))?;
-    dead.kill()?;
-    let exit = dead.join_within(BOUND)?;
     let n = parties as usize;
     let (outcome, waited) = (Array::<i32>::new(n)?, Array::<i64>::new(n)?);
+    let mut dead = fork(|| -> Result<()> {
+        // Child: party 1: a long piece of work, then barrier.wait. It is killed
+        // during the work.
+        std::thread::sleep(Duration::from_secs(60));
+        barrier.wait(BOUND)?;
+        Ok(())
+    })?;
     let mut others = Vec::new();
     for p in 1..n {
         let (barrier, outcome, waited) = (&barrier, &outcome, &waited);
@@ -227,6 +260,14 @@ pub fn dead_party_round(parties: u32, patience: Duration) -> Result<DeadParty> {
             outcome.set(p, code);
         })?);
     }
+    // Parent: once the others have arrived (the barrier counts them), kill party 1.
+    let deadline = Deadline::after(BOUND);
+    while barrier.n_waiting() < parties - 1 && deadline.left().is_some() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let waiting = barrier.n_waiting();
+    dead.kill()?;
+    let exit = dead.join_within(BOUND)?;
     join_all(&mut others, JOIN, "the barrier parties")?;
     let (outcome, waited) = (outcome.to_vec(), waited.to_vec());
     let how = |code| match code {
@@ -245,6 +286,7 @@ pub fn dead_party_round(parties: u32, patience: Duration) -> Result<DeadParty> {
     Ok(DeadParty {
         pid: dead.pid(),
         exit,
+        waiting,
         others,
         broken: barrier.is_broken(),
     })

@@ -106,7 +106,8 @@ impl Semaphore {
     /// `release()`, from any process. Refused when the count is already at its
     /// bound; like CPython's check (sem_getvalue, then sem_post), it is not atomic.
     pub fn release(&self) -> Result<(), ReleasedTooManyTimes> {
-        if self.value() >= self.max {
+        // A count that cannot be read is not below the bound: refuse.
+        if !self.value().is_ok_and(|v| v < self.max) {
             return Err(ReleasedTooManyTimes);
         }
         // SAFETY: as in `acquire`. sem_post fails only past SEM_VALUE_MAX (EOVERFLOW).
@@ -117,19 +118,24 @@ impl Semaphore {
     }
 
     /// The count now (`sem_getvalue`): units left.
-    pub fn value(&self) -> u32 {
+    pub fn value(&self) -> io::Result<u32> {
         let mut v = MaybeUninit::<libc::c_int>::uninit();
         // SAFETY: as in `acquire`; `v` is valid for the write.
-        unsafe {
-            libc::sem_getvalue(self.sem(), v.as_mut_ptr());
-            v.assume_init().max(0) as u32
+        if unsafe { libc::sem_getvalue(self.sem(), v.as_mut_ptr()) } != 0 {
+            return Err(io::Error::last_os_error());
         }
+        // SAFETY: sem_getvalue returned 0, so it wrote the count into `v`.
+        let v = unsafe { v.assume_init() };
+        Ok(v.max(0) as u32)
     }
 }
 
 impl fmt::Debug for Semaphore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Semaphore(value: {}, max: {})", self.value(), self.max)
+        match self.value() {
+            Ok(v) => write!(f, "Semaphore(value: {v}, max: {})", self.max),
+            Err(e) => write!(f, "Semaphore(value: unreadable ({e}), max: {})", self.max),
+        }
     }
 }
 

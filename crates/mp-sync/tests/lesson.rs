@@ -24,10 +24,13 @@ fn the_default_run_holds_every_claim_and_shows_the_header_output() {
         .assert_expected_output(include_str!("../src/main.rs"))
         .assert_fits(80);
     r.expect_lines(&[
+        "ok check: waiters asleep in the kernel (state S) before set(): 4 (expected 4)",
+        "ok check: woken by set()'s one FUTEX_WAKE: 4 (expected 4)",
         "ok check: waiters that passed before set(): 0 (expected 0)",
         "ok check: all 4 passed, every one after the set()",
         "ok check: processes that got in: 5 (expected 5)",
         "ok check: departures before the last arrival: 0 (expected 0)",
+        "ok check: parties waiting at the barrier when it died: 2 (expected 2)",
         "ok check: waits that timed out and broke it: 1 (expected 1)",
         "ok check: the robust mutex told the next locker its owner died",
         "release() once more: ValueError: semaphore or lock released too many times",
@@ -60,6 +63,20 @@ fn never_more_inside_than_the_semaphore_admits() {
 }
 
 #[test]
+fn a_long_queue_for_one_slot_waits_as_long_as_it_takes() {
+    let _serial = one_at_a_time();
+    // 16 workers, one slot, 0.5 s each: the last waits 7.5 s for its turn, longer
+    // than any fixed bound the others would use; the bounds grow with the flags.
+    let args = ["--workers", "16", "--slots", "1", "--hold-ms", "500"];
+    let r = run(BIN, &args, LIMIT);
+    r.assert_success().assert_all_checks_held();
+    r.expect_lines(&[
+        "ok check: never more than 1 inside (most at once: 1)",
+        "ok check: processes that got in: 16 (expected 16)",
+    ]);
+}
+
+#[test]
 fn one_set_releases_many_and_a_barrier_of_many_holds_its_phases() {
     let _serial = one_at_a_time();
     let args = ["--waiters", "16", "--parties", "8", "--phases", "5"];
@@ -68,7 +85,10 @@ fn one_set_releases_many_and_a_barrier_of_many_holds_its_phases() {
     r.expect_lines(&[
         "ok check: all 16 passed, every one after the set()",
         "phase 5: last arrived at",
-        // With 8 parties and one dead: one wait times out, 6 are told.
+        // With 8 parties and one dead: 7 were waiting, one wait times out, 6 are
+        // told.
+        "ok check: parties waiting at the barrier when it died: 7 (expected 7)",
+        "ok check: woken by set()'s one FUTEX_WAKE: 16 (expected 16)",
         "ok check: waiters told by the break: 6 (expected 6)",
     ]);
     assert_eq!(

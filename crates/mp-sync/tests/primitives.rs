@@ -81,7 +81,7 @@ fn semaphore() {
     .unwrap();
     assert!(s.acquire(BOUND).unwrap());
     ok(&mut child);
-    assert_eq!(s.value(), 0);
+    assert_eq!(s.value().unwrap(), 0);
 }
 
 fn lock_bound() {

@@ -227,15 +227,43 @@ impl Tracker {
         writeln!(pipe, "{name}").context("the resource tracker is gone")
     }
 
-    /// Close the pipe, as the lesson's exit would, and join the tracker: its
-    /// exitcode is how many watched names it found left and unlinked.
-    pub fn finish(mut self) -> anyhow::Result<i32> {
+    /// Close the pipe, as the lesson's exit would, and join the tracker. A
+    /// tracker that ended by itself tells how many watched names it found left
+    /// (and unlinked) in its exit code; one that died of a signal tells nothing,
+    /// and that is an error.
+    pub fn finish(mut self) -> anyhow::Result<TrackerEnd> {
         self.pipe = None; // Drop then has nothing left to do
         let pid = self.pid();
-        self.helper
+        let exitcode = self
+            .helper
             .join_within(PATIENCE)
-            .with_context(|| format!("the resource tracker (pid {pid})"))
+            .with_context(|| format!("the resource tracker (pid {pid})"))?;
+        let Ok(names) = u32::try_from(exitcode) else {
+            // -N: death by signal N, `exitcode -9 (killed by SIGKILL)`.
+            let exit = common::Exit {
+                code: exitcode,
+                panic: None,
+            };
+            bail!("the resource tracker was killed: pid {pid} ended with {exit}");
+        };
+        if names > MAX_COUNTED {
+            bail!("the resource tracker (pid {pid}) failed: exitcode {exitcode}");
+        }
+        Ok(TrackerEnd { exitcode, names })
     }
+}
+
+/// The tracker's exit code counts the names it unlinked, up to this many; a
+/// higher code is not a count (101: a Rust panic).
+const MAX_COUNTED: u32 = 100;
+
+/// How the resource tracker ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrackerEnd {
+    /// Python's `exitcode` of the tracker process.
+    pub exitcode: i32,
+    /// How many watched names it found still in `/dev/shm` and unlinked.
+    pub names: u32,
 }
 
 impl Drop for Tracker {
@@ -269,10 +297,20 @@ fn track_main() -> ExitCode {
             Ok(0) | Err(_) => break, // end of the pipe: the lesson is gone
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
-        while let Some(at) = buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=at).collect();
-            names.push(String::from_utf8_lossy(&line[..at]).into_owned());
+        take_lines(&mut buf, &mut names);
+    }
+    // The loop may have ended on the parent's death with names still in the pipe
+    // (written just before the lesson died): read what is there, without waiting
+    // (a forked child of the lesson may still hold the write end open), bounded.
+    for _ in 0..1024 {
+        if !readable(0, Duration::ZERO) {
+            break; // nothing more to read now (EAGAIN)
         }
+        match stdin.read(&mut chunk) {
+            Ok(0) | Err(_) => break, // end of the pipe
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        take_lines(&mut buf, &mut names);
     }
     let leaked: Vec<&String> = names.iter().filter(|n| unlink(n).is_ok()).collect();
     if !leaked.is_empty() {
@@ -286,7 +324,15 @@ fn track_main() -> ExitCode {
                 .join(" ")
         );
     }
-    ExitCode::from(leaked.len().min(100) as u8)
+    ExitCode::from(leaked.len().min(MAX_COUNTED as usize) as u8)
+}
+
+/// Move every complete line of `buf` (one name each) to `names`.
+fn take_lines(buf: &mut Vec<u8>, names: &mut Vec<String>) {
+    while let Some(at) = buf.iter().position(|&b| b == b'\n') {
+        let line: Vec<u8> = buf.drain(..=at).collect();
+        names.push(String::from_utf8_lossy(&line[..at]).into_owned());
+    }
 }
 
 fn readable(fd: i32, timeout: Duration) -> bool {

@@ -149,12 +149,26 @@ fn serve(inbox: &IpcReceiver<Request>, replies: &[IpcSender<Reply>]) -> anyhow::
     }
 }
 
+/// An ipc-channel error said in words: its own wording (`Ipc Disconnected.`)
+/// means nothing to a learner.
+fn server_error(e: IpcError, doing: &str) -> anyhow::Error {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionReset};
+    match e {
+        IpcError::Disconnected => anyhow::anyhow!("the Manager server is gone"),
+        IpcError::Io(io) if matches!(io.kind(), BrokenPipe | ConnectionReset) => {
+            anyhow::anyhow!("the Manager server is gone")
+        }
+        IpcError::Io(io) => anyhow::anyhow!("{doing}: {io}"),
+        IpcError::SerializationError(e) => anyhow::anyhow!("{doing}: a bad message: {e}"),
+    }
+}
+
 impl DictProxy {
     fn call(&self, request: Request) -> anyhow::Result<Reply> {
         crate::signals::check()?;
         self.requests
             .send(request)
-            .context("the manager's server is gone")?;
+            .map_err(|e| server_error(e, "cannot send to the Manager server"))?;
         match self.replies.try_recv_timeout(self.patience) {
             Ok(reply) => Ok(reply),
             Err(TryRecvError::Empty) => {
@@ -166,7 +180,7 @@ impl DictProxy {
             }
             Err(TryRecvError::IpcError(e)) => {
                 crate::signals::check()?;
-                bail!("no answer from the manager's server: {e}")
+                Err(server_error(e, "no answer from the Manager server"))
             }
         }
     }
@@ -213,14 +227,43 @@ impl DictProxy {
     }
 }
 
+/// What one access costs, in seconds (fractions of a nanosecond kept: a
+/// `Duration` divided by a count would round them away).
+#[derive(Debug, Clone, Copy)]
+pub struct Costs {
+    /// Through the Manager: a request and its reply.
+    pub manager: f64,
+    /// On the shared-memory Value.
+    pub value: f64,
+}
+
+impl Costs {
+    /// `19.4 us`: the kit's `fmt_duration`.
+    pub fn manager_text(&self) -> String {
+        common::timeline::fmt_duration(Duration::from_secs_f64(self.manager))
+    }
+
+    /// `1.9 ns`: in nanoseconds with a fraction (a `Duration` would say `0 ns`
+    /// for less than one).
+    pub fn value_text(&self) -> String {
+        format!("{:.1} ns", self.value * 1e9)
+    }
+
+    /// How many Value accesses one Manager access costs.
+    pub fn ratio(&self) -> f64 {
+        self.manager / self.value.max(1e-12)
+    }
+}
+
 /// The cost of one access, each way, measured in the same run: `rounds` of
 /// `d['x'] = i; d['x']` through a proxy, and of `v.value = i; v.value` on a
-/// shared-memory `Value` (common::shm::Value). Per access: (manager, value).
+/// shared-memory `Value` (common::shm::Value).
 pub fn cost_per_access(
     proxy: &DictProxy,
     value: &common::shm::Value<i64>,
     rounds: u64,
-) -> anyhow::Result<(Duration, Duration)> {
+) -> anyhow::Result<Costs> {
+    let accesses = (2 * rounds.max(1)) as f64;
     let t = std::time::Instant::now();
     for i in 0..rounds as i64 {
         proxy.set("x", i)?;
@@ -228,7 +271,7 @@ pub fn cost_per_access(
             bail!("the manager lost a write");
         }
     }
-    let manager = t.elapsed() / (2 * rounds.max(1)) as u32;
+    let manager = t.elapsed().as_secs_f64() / accesses;
     let t = std::time::Instant::now();
     for i in 0..rounds as i64 {
         value.set(i);
@@ -236,8 +279,8 @@ pub fn cost_per_access(
             bail!("the shared Value lost a write");
         }
     }
-    let shared = t.elapsed() / (2 * rounds.max(1)) as u32;
-    Ok((manager, shared))
+    let value = t.elapsed().as_secs_f64() / accesses;
+    Ok(Costs { manager, value })
 }
 
 /// Items shown the way Python prints a dict: `{'client1': 50, 'client2': 50}`.

@@ -64,7 +64,9 @@ pub fn caught() -> Option<Signal> {
 /// An error once SIGTERM or SIGINT has arrived: every wait calls this.
 pub fn check() -> anyhow::Result<()> {
     match caught() {
-        Some(sig) => bail!("interrupted by {sig}; the named segments were unlinked"),
+        // Not yet cleaned up here: the error unwinds the steps, which unlink
+        // their names; `main` then says what /dev/shm holds ([`after_cleanup`]).
+        Some(sig) => bail!("interrupted by {sig}"),
         None => Ok(()),
     }
 }
@@ -86,6 +88,22 @@ pub fn wait_until(done: impl Fn() -> bool, what: &str) -> anyhow::Result<()> {
         sleep_a_little()?;
     }
     Ok(())
+}
+
+/// After the lesson has cleaned up, if a signal stopped it: say (on stderr)
+/// whether any `/dev/shm` entry named `prefix*` is left. The step guards unlink
+/// the names they own and the resource tracker those of killed creators; this
+/// looks at the result, whoever did the work.
+pub fn after_cleanup(prefix: &str) {
+    let Some(sig) = caught() else { return };
+    let line = match crate::named::dev_shm_names(prefix) {
+        Ok(left) if left.is_empty() => {
+            format!("after {sig}: no /dev/shm entry named {prefix}* is left")
+        }
+        Ok(left) => format!("after {sig}: still in /dev/shm: {}", left.join(" ")),
+        Err(e) => format!("after {sig}: cannot list /dev/shm: {e:#}"),
+    };
+    eprintln!("{}", common::output::wrap(&line, 80, "  ").join("\n"));
 }
 
 /// After the lesson has cleaned up: if a signal stopped it, die of that signal

@@ -194,3 +194,82 @@ fn attaching_a_name_that_does_not_exist_is_a_clear_error() {
     );
     assert!(err.contains("ENOENT"), "{err}");
 }
+
+/// Started with SIGCHLD ignored (a parent's `signal(SIGCHLD, SIG_IGN)` is
+/// inherited across exec): the lesson puts it back first, or the kernel would
+/// reap its helpers before it could learn how they ended.
+#[test]
+fn an_inherited_sigchld_ignore_is_undone() {
+    let script = "import signal, os, sys; signal.signal(signal.SIGCHLD, signal.SIG_IGN); \
+                  os.execv(sys.argv[1], [sys.argv[1], '--ascii'])";
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", script, BIN]);
+    let r = common::testkit::run_command(cmd, LIMIT);
+    r.assert_success().assert_all_checks_held();
+    r.expect_line("ok check: the resource tracker had nothing to clean up: exitcode 0");
+    assert!(
+        left_in_dev_shm(banner_pid(&r)).is_empty(),
+        "left in /dev/shm\n{r}"
+    );
+}
+
+/// The PID of `parent`'s child started as `--track`, once it exists (bounded).
+fn tracker_of(parent: u32) -> Option<u32> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        for e in std::fs::read_dir("/proc").ok()?.filter_map(Result::ok) {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // The fields after the command's closing parenthesis: state, ppid, ...
+            let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            let ppid = after.split_whitespace().nth(1).and_then(|p| p.parse().ok());
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if ppid == Some(parent) && cmdline.ends_with(b"--track\0") {
+                return Some(pid);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    None
+}
+
+#[test]
+fn a_killed_tracker_is_a_clear_error_not_a_count() {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = Command::new(BIN)
+        .arg("--ascii")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the lesson");
+    let pid = child.id();
+    let tracker = tracker_of(pid).expect("the lesson's tracker");
+    // SAFETY: kill(2) on a PID that is alive (the lesson has not reaped it: it
+    // waits for it only at its end, long after this).
+    unsafe { libc::kill(tracker as i32, libc::SIGKILL) };
+    let deadline = Instant::now() + LIMIT;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no end after its tracker died");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let (mut out, mut err) = (String::new(), String::new());
+    let _ = child.stdout.take().unwrap().read_to_string(&mut out);
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "{:?}\n{out}\n{err}",
+        status.signal()
+    );
+    assert!(err.starts_with("error: the resource tracker"), "{err}");
+    assert!(!out.contains("found -9 names"), "{out}");
+    assert!(!err.contains("panicked"), "{err}");
+    let left = left_in_dev_shm(pid);
+    assert!(left.is_empty(), "left {left:?}\n{out}\n{err}");
+}

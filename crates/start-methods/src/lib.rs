@@ -9,11 +9,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI32, AtomicI64, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow, bail};
 use common::forkserver::ForkServer;
 use common::process::{Child, exit_now};
 use common::spawn::{self, Func, Registry};
-use common::{Exit, fork};
+use common::{Exit, ProcessError, fork};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -194,7 +194,7 @@ pub fn raw_fork_that_takes_the_lock(patience: Duration, bound: Duration) -> Resu
     // `try_lock_for`: a compare-exchange on the lock word, clock_gettime and
     // nanosleep, no allocation and no lock that another thread could hold. It ends
     // in `_exit` and never returns from its arm.
-    match unsafe { nix::unistd::fork() }? {
+    match unsafe { nix::unistd::fork() }.map_err(|e| anyhow!("raw fork: {e}"))? {
         nix::unistd::ForkResult::Child => {
             // Child: one thread (ours), and a copy of LOCK, held by a thread that
             // does not exist here.
@@ -211,6 +211,63 @@ pub fn raw_fork_that_takes_the_lock(patience: Duration, bound: Duration) -> Resu
             Ok(child.join_within(bound)?)
         }
     }
+}
+
+/// An error unless the child `who` ended with one of the `expected` exit codes: a
+/// child killed by a signal (from outside: `kill -9`, the OOM killer) or ending
+/// some other way means the lesson could not run, which is not a failed claim.
+pub fn expect_exit(who: &str, exit: &Exit, expected: &[i32]) -> Result<()> {
+    if !expected.contains(&exit.code) {
+        let codes: Vec<String> = expected.iter().map(i32::to_string).collect();
+        bail!(
+            "{who} ended with {exit}, not exitcode {}: was it killed from outside?",
+            codes.join(" or ")
+        );
+    }
+    Ok(())
+}
+
+/// What step 3 of the lesson saw.
+#[derive(Debug)]
+pub struct HeldLock {
+    /// The kit's refusal (`None`: it forked).
+    pub refused: Option<String>,
+    pub forked: Exit,
+    pub spawn: (Exit, Option<bool>),
+    pub forkserver: (Exit, Option<bool>),
+}
+
+/// The children of step 3, started while a thread holds [`LOCK`]: `common::fork`
+/// (refused), a raw fork, spawn and forkserver; each tries the lock for `patience`.
+/// A child killed from outside (or ending with a code none of them chooses) is an
+/// error.
+pub fn children_beside_the_holder(
+    server: &ForkServer,
+    patience: Duration,
+    bound: Duration,
+) -> Result<HeldLock> {
+    let refused = match fork(|| 0) {
+        Err(e @ ProcessError::MultiThreaded { .. }) => Some(e.to_string()),
+        Err(e) => return Err(anyhow!("common::fork beside the holder: {e}")),
+        Ok(mut child) => {
+            child.join_within(bound)?; // it forked after all: the claim fails
+            None
+        }
+    };
+    let forked = raw_fork_that_takes_the_lock(patience, bound)?;
+    // 3: never got the lock (the point); 0: got it (a failed claim).
+    expect_exit("the raw-forked child", &forked, &[0, 3])?;
+    let ms = patience.as_millis() as u64;
+    let spawn = run_in_child(Method::Spawn, server, &TAKE_LOCK, ms, bound)?;
+    expect_exit("the spawned child", &spawn.0, &[0])?;
+    let forkserver = run_in_child(Method::Forkserver, server, &TAKE_LOCK, ms, bound)?;
+    expect_exit("the forkserver child", &forkserver.0, &[0])?;
+    Ok(HeldLock {
+        refused,
+        forked,
+        spawn,
+        forkserver,
+    })
 }
 
 /// "yes" or "no", the way the table and the checks show a bool.

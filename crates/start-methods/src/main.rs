@@ -27,10 +27,14 @@
 //!   ✓ check: GLOBAL (fork/spawn/server): 2, 0, 1 (expected 2, 0, 1)
 //!   ✓ check: open file (fork/spawn/server): yes, no, no (expected yes, no, no)
 //!   ✓ check: every child runs one thread
+//!     forkserver sees 1: this kit's server is a fork of the program, taken early;
+//!       Python's is a fresh interpreter importing the main module (0 in the twin).
 //!
 //! [2] why the entry hook comes first in main
 //!     main's top ran again in: spawn 3 of 3, fork 0 of 3, forkserver 0 of 3
 //!   ✓ check: re-ran main's top (fork/spawn/server): 0, 3, 0 (expected 0, 3, 0)
+//!     forkserver 0: this kit's server is a fork, so main's top never ran again;
+//!       Python's server imports the main module (yes in the twin).
 //!     A spawned child runs main from the top: every line above the entry hook runs
 //!     ...
 //!
@@ -46,7 +50,7 @@
 //!
 //! [4] what a start + join costs (best of 5...)
 //!     fork 0.39 ms   forkserver 0.54 ms   spawn 1.34 ms
-//!   ✓ check: all 15 children ran the function and exited 0
+//!   ✓ check: 15 of 15 children ran the function and exited 0
 //!
 //!   ✓ check: no child process left behind (zombie or running): none
 //!   ✓ check: no file descriptor leaked: none
@@ -67,12 +71,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
+use common::Exit;
 use common::Lesson;
 use common::forkserver::{self, ForkServer};
 use common::output::CommonArgs;
-use common::{Exit, fork};
-use start_methods::{GLOBAL, INHERITED, LOCK, Method, NOTHING, OpenFile, Seen, TAKE_LOCK};
-use start_methods::{raw_fork_that_takes_the_lock, run_in_child, three, yes};
+use start_methods::{GLOBAL, INHERITED, LOCK, Method, NOTHING, OpenFile, Seen};
+use start_methods::{children_beside_the_holder, run_in_child, three, yes};
 
 #[derive(Parser, Debug)]
 #[command(about = "Python's start methods side by side: fork, spawn, forkserver")]
@@ -162,6 +166,10 @@ fn what_each_inherits(lesson: &mut Lesson, server: &ForkServer) -> Result<()> {
     );
     let one_thread = seen.iter().all(|s| s.threads == 1);
     lesson.check("every child runs one thread", one_thread);
+    lesson.say(
+        "forkserver sees 1: this kit's server is a fork of the program, taken \
+         early; Python's is a fresh interpreter importing the main module (0 in the twin).",
+    );
     Ok(())
 }
 
@@ -190,20 +198,16 @@ fn main_runs_again(lesson: &mut Lesson, server: &ForkServer, n: usize) -> Result
         three([0, n, 0]),
     );
     lesson.say(
+        "forkserver 0: this kit's server is a fork, so main's top never ran again; \
+         Python's server imports the main module (yes in the twin).",
+    );
+    lesson.say(
         "A spawned child runs main from the top: every line above the entry hook runs \
          again. Were the lesson itself above it, each child would start the lesson again, \
          and each of its children too. Python's spawn refuses that with a RuntimeError \
          (\"...before the current process has finished its bootstrapping phase\").",
     );
     Ok(())
-}
-
-/// What step 3 saw.
-struct HeldLock {
-    refused: Option<String>,
-    forked: Exit,
-    spawn: (Exit, Option<bool>),
-    forkserver: (Exit, Option<bool>),
 }
 
 fn fork_beside_a_held_lock(lesson: &mut Lesson, server: &ForkServer) -> Result<()> {
@@ -222,7 +226,7 @@ fn fork_beside_a_held_lock(lesson: &mut Lesson, server: &ForkServer) -> Result<(
     let seen = held_rx
         .recv_timeout(BOUND)
         .map_err(|_| anyhow!("the holder thread did not take the lock"))
-        .and_then(|()| children_beside_the_holder(server));
+        .and_then(|()| children_beside_the_holder(server, LOCK_PATIENCE, BOUND));
     let _ = release_tx.send(());
     holder
         .join()
@@ -259,21 +263,6 @@ fn fork_beside_a_held_lock(lesson: &mut Lesson, server: &ForkServer) -> Result<(
     Ok(())
 }
 
-/// The children of step 3, started while the holder thread holds [`LOCK`].
-fn children_beside_the_holder(server: &ForkServer) -> Result<HeldLock> {
-    let refused = fork(|| 0).err().map(|e| e.to_string());
-    let forked = raw_fork_that_takes_the_lock(LOCK_PATIENCE, BOUND)?;
-    let ms = LOCK_PATIENCE.as_millis() as u64;
-    let spawn = run_in_child(Method::Spawn, server, &TAKE_LOCK, ms, BOUND)?;
-    let forkserver = run_in_child(Method::Forkserver, server, &TAKE_LOCK, ms, BOUND)?;
-    Ok(HeldLock {
-        refused,
-        forked,
-        spawn,
-        forkserver,
-    })
-}
-
 fn what_it_costs(lesson: &mut Lesson, server: &ForkServer, starts: usize) -> Result<()> {
     let build = if cfg!(debug_assertions) {
         ", unoptimised build"
@@ -284,25 +273,26 @@ fn what_it_costs(lesson: &mut Lesson, server: &ForkServer, starts: usize) -> Res
         "what a start + join costs (best of {starts}{build})"
     ));
     let mut cells = Vec::new();
-    let mut all_ok = 0;
+    let (mut ran, mut all) = (0, 0);
     for method in [Method::Fork, Method::Forkserver, Method::Spawn] {
         let mut best = Duration::MAX;
         for _ in 0..starts {
             let t = Instant::now();
             let (exit, value) = run_in_child(method, server, &NOTHING, (), BOUND)?;
             best = best.min(t.elapsed());
-            if !exit.success() || value.is_none() {
-                bail!("a {} child failed: {exit}", method.name());
+            if exit.signal().is_some() {
+                bail!("a {} child was killed: {exit}", method.name());
             }
-            all_ok += 1;
+            all += 1;
+            ran += usize::from(exit.success() && value.is_some());
         }
         let ms = best.as_secs_f64() * 1e3;
         cells.push(format!("{} {ms:.2} ms", method.name()));
     }
     lesson.say(cells.join("   "));
     lesson.check(
-        format!("all {all_ok} children ran the function and exited 0"),
-        all_ok == 3 * starts,
+        format!("{ran} of {all} children ran the function and exited 0"),
+        ran == all,
     );
     lesson.say("Ratios from one quiet run: cargo bench -p start-methods.");
     Ok(())

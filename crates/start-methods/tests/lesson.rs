@@ -28,7 +28,7 @@ fn the_default_run_holds_every_claim() {
         "ok check: the kit refused to fork beside a thread",
         "raw fork: the child's copy of the lock stays held: exitcode 3",
         "ok check: took the lock (spawn, forkserver): yes, yes (expected yes, yes)",
-        "ok check: all 15 children ran the function and exited 0",
+        "ok check: 15 of 15 children ran the function and exited 0",
         "ok check: no child process left behind (zombie or running): none",
         "ok check: no file descriptor leaked: none",
     ]);
@@ -44,7 +44,7 @@ fn no_rust_debug_noise() {
         }
     }
     r.expect_line("main's top ran again in: spawn 2 of 2, fork 0 of 2, forkserver 0 of 2");
-    r.expect_line("ok check: all 6 children ran the function and exited 0");
+    r.expect_line("ok check: 6 of 6 children ran the function and exited 0");
 }
 
 #[test]
