@@ -80,6 +80,24 @@ pub fn best_of<T>(rounds: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
     best.expect("at least one round")
 }
 
+/// The fastest of `rounds` runs (at least one), or the first error. Each run
+/// times itself, so that what it sets up (forking, joining) stays outside.
+pub fn fastest<E>(
+    rounds: usize,
+    mut run: impl FnMut() -> Result<Duration, E>,
+) -> Result<Duration, E> {
+    let mut best = run()?;
+    for _ in 1..rounds {
+        best = best.min(run()?);
+    }
+    Ok(best)
+}
+
+/// Things per second: `n` in `d`.
+pub fn rate(n: u64, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
 /// One line naming the machine: CPUs, model, kernel (for docs/benchmarks.md).
 pub fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();

@@ -202,12 +202,11 @@ fn received_fds<S>(msg: &nix::sys::socket::RecvMsg<'_, '_, S>) -> Vec<OwnedFd> {
     let mut fds = Vec::new();
     for cmsg in msg.cmsgs().into_iter().flatten() {
         if let ControlMessageOwned::ScmRights(raw) = cmsg {
-            // SAFETY: SCM_RIGHTS installed these fds in our table just now; nothing
-            // else knows their numbers.
-            fds.extend(
-                raw.into_iter()
-                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-            );
+            fds.extend(raw.into_iter().map(|fd| {
+                // SAFETY: SCM_RIGHTS installed these fds in our table just now;
+                // nothing else knows their numbers.
+                unsafe { OwnedFd::from_raw_fd(fd) }
+            }));
         }
     }
     fds

@@ -202,10 +202,10 @@ fn child_request(
     if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
         return Err(format!("fd {fd} is not open"));
     }
-    // SAFETY: the number comes from argv, which `start` wrote: the one fd the
-    // parent left open across exec for this child (checked open above, and not
-    // 0-2). Only the lines above the entry hook have run in this fresh image and
-    // none of them opens or names it, so nothing else owns it: ours to own and close.
+    // The number comes from argv, which `start` wrote: the one fd the parent left
+    // open across exec for this child (checked open above, and not 0-2). Only the
+    // lines above the entry hook have run in this fresh image, none naming it.
+    // SAFETY: so nothing else owns this fd: ours to own and close.
     let data = unsafe { OwnedFd::from_raw_fd(fd) };
     // Our own children must not inherit it.
     nix::fcntl::fcntl(&data, nix::fcntl::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))

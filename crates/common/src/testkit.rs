@@ -103,6 +103,16 @@ pub fn expect_error(bin: &str, args: &[&str], message: &str) {
     assert!(!r.stderr.contains("panicked"), "{args:?} panicked\n{r}");
 }
 
+/// Hold this while a test runs a lesson whose claims depend on timing (races,
+/// charts, wake-ups), so that the test harness's threads do not run several such
+/// lessons at once and load the machine for each other.
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static RUNNING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    RUNNING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Run `bin` where no thread can start: under an address-space limit (`ulimit -v`,
 /// 1 GB) below the stack every new thread asks for (2 GB through
 /// `RUST_MIN_STACK`, which std reads for each thread it spawns). The process

@@ -4,20 +4,12 @@
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use common::testkit::{Run, expect_error, run};
+use common::testkit::{Run, expect_error, one_at_a_time, run};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mp-lock-bank");
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// The lesson's races and charts depend on timing: one run at a time, so that the
-/// tests do not load the machine for each other.
-fn one_at_a_time() -> MutexGuard<'static, ()> {
-    static RUNNING: Mutex<()> = Mutex::new(());
-    RUNNING.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 #[test]
 fn the_default_run_holds_every_claim_and_shows_the_header_output() {

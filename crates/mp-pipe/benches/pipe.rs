@@ -17,7 +17,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use common::bench::{BenchArgs, machine, progress, progress_done};
+use common::bench::{BenchArgs, fastest, machine, progress, progress_done, rate};
 use common::fork;
 use mp_pipe::{ConnError, pipe};
 use nix::errno::Errno;
@@ -43,15 +43,15 @@ fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 
     progress("Pipe(), socketpair: messages one way");
-    let duplex = rate(messages, best(rounds, || conn_stream(true, messages))?);
+    let duplex = rate(messages, fastest(rounds, || conn_stream(true, messages))?);
     progress("Pipe(duplex=False), pipe2: messages one way");
-    let oneway = rate(messages, best(rounds, || conn_stream(false, messages))?);
+    let oneway = rate(messages, fastest(rounds, || conn_stream(false, messages))?);
     progress("raw pipe, 8-byte write/read: messages one way");
-    let raw = rate(messages, best(rounds, || raw_stream(messages))?);
+    let raw = rate(messages, fastest(rounds, || raw_stream(messages))?);
     progress("Pipe(), socketpair: round trips");
-    let duplex_rtt = best(rounds, || conn_ping_pong(trips))? / trips as u32;
+    let duplex_rtt = fastest(rounds, || conn_ping_pong(trips))? / trips as u32;
     progress("raw pipes, 8-byte write/read: round trips");
-    let raw_rtt = best(rounds, || raw_ping_pong(trips))? / trips as u32;
+    let raw_rtt = fastest(rounds, || raw_ping_pong(trips))? / trips as u32;
     progress_done();
 
     println!();
@@ -82,23 +82,6 @@ fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
     println!("every message of every run arrived, in order");
     Ok(())
-}
-
-/// The fastest of `rounds` runs, or the first error. Each run times itself, so
-/// that forking and joining stay outside the measurement.
-fn best(
-    rounds: usize,
-    mut f: impl FnMut() -> anyhow::Result<Duration>,
-) -> anyhow::Result<Duration> {
-    let mut fastest = f()?;
-    for _ in 1..rounds {
-        fastest = fastest.min(f()?);
-    }
-    Ok(fastest)
-}
-
-fn rate(n: u64, d: Duration) -> f64 {
-    n as f64 / d.as_secs_f64()
 }
 
 /// The child sends `n` numbers on a [`Conn`]; the parent receives them in order.

@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use common::bench::{BenchArgs, machine, progress, progress_done};
+use common::bench::{BenchArgs, fastest, machine, progress, progress_done, rate};
 use common::fork;
 use common::process::Joined;
 use ipc_channel::ipc::{self, IpcSender};
@@ -48,18 +48,18 @@ fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 
     progress("processes, ipc-channel, 1 item a message");
-    let ipc_small = rate(small, best(rounds, || ipc_stream(small, 1))?);
+    let ipc_small = rate(small, fastest(rounds, || ipc_stream(small, 1))?);
     progress("threads, crossbeam, 1 item a message");
-    let cb_small = rate(small, best(rounds, || crossbeam_stream(small, 1))?);
+    let cb_small = rate(small, fastest(rounds, || crossbeam_stream(small, 1))?);
     let batches = items / BATCH as u64;
     progress("processes, ipc-channel, batches of 1000");
-    let ipc_batched = rate(items, best(rounds, || ipc_stream(batches, BATCH))?);
+    let ipc_batched = rate(items, fastest(rounds, || ipc_stream(batches, BATCH))?);
     progress("threads, crossbeam, batches of 1000");
-    let cb_batched = rate(items, best(rounds, || crossbeam_stream(batches, BATCH))?);
+    let cb_batched = rate(items, fastest(rounds, || crossbeam_stream(batches, BATCH))?);
     progress("processes, ipc-channel, round trips");
-    let ipc_rtt = best(rounds, || ipc_ping_pong(trips))? / trips as u32;
+    let ipc_rtt = fastest(rounds, || ipc_ping_pong(trips))? / trips as u32;
     progress("threads, crossbeam, round trips");
-    let cb_rtt = best(rounds, || crossbeam_ping_pong(trips))? / trips as u32;
+    let cb_rtt = fastest(rounds, || crossbeam_ping_pong(trips))? / trips as u32;
     progress_done();
 
     let rows = [
@@ -109,23 +109,6 @@ fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
     println!("every message of every run arrived, in order");
     Ok(())
-}
-
-/// The fastest of `rounds` runs, or the first error. Each run times itself, so
-/// that forking and joining stay outside the measurement.
-fn best(
-    rounds: usize,
-    mut f: impl FnMut() -> anyhow::Result<Duration>,
-) -> anyhow::Result<Duration> {
-    let mut fastest = f()?;
-    for _ in 1..rounds {
-        fastest = fastest.min(f()?);
-    }
-    Ok(fastest)
-}
-
-fn rate(items: u64, d: Duration) -> f64 {
-    items as f64 / d.as_secs_f64()
 }
 
 /// A child sends `messages` messages of `batch` items to the parent; the parent

@@ -45,11 +45,11 @@ impl Condition {
     pub fn new() -> Result<Condition, ShmError> {
         let region = Region::new(size_of::<Slot>(), "Condition()")?;
         let slot = region.as_ptr().cast::<Slot>();
-        // SAFETY: a fresh, page-aligned (so 64-aligned) MAP_SHARED region big enough
-        // for a Slot, not yet shared with anyone: the mutex is initialised in place
-        // before any fork and never moves. Not robust, so no thread's robust list
-        // ever points into the region, and unmapping it with `self` is always
-        // fine. `seq` is zero-filled, a valid AtomicU32.
+        // A fresh, page-aligned (so 64-aligned) MAP_SHARED region big enough for a
+        // Slot, not yet shared: the mutex is made in place before any fork and never
+        // moves. Not robust: no robust list ever points into the region, so
+        // unmapping it with `self` is always fine; `seq` is zero, a valid AtomicU32.
+        // SAFETY: as above.
         unsafe { ShmMutex::init_in_place(&raw mut (*slot).lock, Robustness::Stalled) }.map_err(
             |e| ShmError::Os {
                 call: "pthread_mutex_init",

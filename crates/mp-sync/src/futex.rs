@@ -56,10 +56,10 @@ pub fn wait(word: &AtomicU32, expected: u32, deadline: Deadline) -> Woke {
             tv_sec: left.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
             tv_nsec: left.subsec_nanos() as libc::c_long,
         };
-        // SAFETY: `word` is a valid, aligned u32 for the duration of the call (we hold
-        // a reference); the kernel only reads it, atomically. `timeout` is a valid
-        // timespec (nanoseconds below 10^9). FUTEX_WAIT without FUTEX_PRIVATE_FLAG:
-        // the shared form, which works across processes.
+        // FUTEX_WAIT without FUTEX_PRIVATE_FLAG: the shared form, which works across
+        // processes. `timeout` is a valid timespec (nanoseconds below 10^9).
+        // SAFETY: `word` is a valid, aligned u32 for the call (we hold a reference);
+        // the kernel only reads it, atomically.
         let r = unsafe {
             libc::syscall(
                 libc::SYS_futex,

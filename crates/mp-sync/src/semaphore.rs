@@ -57,10 +57,10 @@ impl Semaphore {
 
     fn make(value: u32, max: u32, what: &str) -> Result<Semaphore, ShmError> {
         let region = Region::new(size_of::<libc::sem_t>(), what)?;
-        // SAFETY: a fresh, page-aligned region of at least size_of::<sem_t>() bytes,
-        // MAP_SHARED and not yet seen by any other process; pshared = 1 because
-        // processes forked later use it. The semaphore never moves (the region does
-        // not), and lives until the region is unmapped.
+        // pshared = 1: processes forked later use it. It never moves (the region
+        // does not), and lives until the region is unmapped.
+        // SAFETY: a fresh, page-aligned MAP_SHARED region of at least
+        // size_of::<sem_t>() bytes, not yet seen by any other process.
         let r = unsafe { libc::sem_init(region.as_ptr().cast(), 1, value) };
         if r != 0 {
             return Err(ShmError::Os {

@@ -1,19 +1,12 @@
 //! Runs the lesson binary and checks what it claims, how it bounds its waits, and
 //! how it fails.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use common::testkit::{expect_error, run};
+use common::testkit::{expect_error, one_at_a_time, run};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mp-sync");
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// The lesson forks a dozen processes and times their waits: one run at a time.
-fn one_at_a_time() -> MutexGuard<'static, ()> {
-    static RUNNING: Mutex<()> = Mutex::new(());
-    RUNNING.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 #[test]
 fn the_default_run_holds_every_claim_and_shows_the_header_output() {

@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use common::bench::{BenchArgs, machine, progress, progress_done};
+use common::bench::{BenchArgs, fastest, machine, progress, progress_done};
 use common::shm::Value;
 use shared_memory_named::manager::Manager;
 
@@ -38,16 +38,16 @@ fn run(args: BenchArgs) -> anyhow::Result<()> {
     let value = Value::new(0i64)?;
 
     progress("Manager: d['x'] = i");
-    let m_set = per(trips, best(rounds, || time(trips, |i| d.set("x", i)))?);
+    let m_set = per(trips, fastest(rounds, || time(trips, |i| d.set("x", i)))?);
     progress("Manager: d['x']");
     let m_get = per(
         trips,
-        best(rounds, || time(trips, |_| d.get("x").map(drop)))?,
+        fastest(rounds, || time(trips, |_| d.get("x").map(drop)))?,
     );
     progress("Value: v.value = i");
     let v_set = per(
         accesses,
-        best(rounds, || {
+        fastest(rounds, || {
             time(accesses, |i| {
                 value.set(std::hint::black_box(i));
                 Ok(())
@@ -57,7 +57,7 @@ fn run(args: BenchArgs) -> anyhow::Result<()> {
     progress("Value: v.value");
     let v_get = per(
         accesses,
-        best(rounds, || {
+        fastest(rounds, || {
             time(accesses, |_| {
                 std::hint::black_box(value.get());
                 Ok(())
@@ -102,18 +102,6 @@ fn time(n: u64, mut f: impl FnMut(i64) -> anyhow::Result<()>) -> anyhow::Result<
         f(i)?;
     }
     Ok(t.elapsed())
-}
-
-/// The fastest of `rounds` runs (each times itself), or the first error.
-fn best(
-    rounds: usize,
-    mut f: impl FnMut() -> anyhow::Result<Duration>,
-) -> anyhow::Result<Duration> {
-    let mut fastest = f()?;
-    for _ in 1..rounds {
-        fastest = fastest.min(f()?);
-    }
-    Ok(fastest)
 }
 
 /// Nanoseconds per access.

@@ -70,11 +70,10 @@ impl Segment {
             bail!("/dev/shm/{name} is empty: nothing to map");
         };
         let rw = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
-        // SAFETY: a fresh mapping at an address the kernel picks, of a shared-memory
-        // object at least `len` bytes long (we sized it, or fstat said so). Its bytes
-        // are only ever touched through atomics (module docs). If another process
-        // shrank the object, touching the lost pages would raise SIGBUS; nobody in
-        // this lesson resizes a segment after creating it.
+        // Its bytes are only ever touched through atomics (module docs). Were the
+        // object shrunk, touching lost pages would raise SIGBUS; nobody here resizes.
+        // SAFETY: a fresh mapping at an address the kernel picks, of an object at
+        // least `len` bytes long (we sized it, or fstat said so).
         let ptr = unsafe { mmap(None, size, rw, MapFlags::MAP_SHARED, &fd, 0) }
             .with_context(|| format!("mmap(/{name}) failed"))?;
         Ok(Segment {

@@ -189,11 +189,10 @@ where
 pub fn raw_fork_that_takes_the_lock(patience: Duration, bound: Duration) -> Result<Exit> {
     let _ = std::io::stdout().flush(); // nothing buffered gets copied
     let parent = nix::unistd::getpid();
-    // SAFETY: another thread runs, so until it exits the child may call only
-    // async-signal-safe functions (fork(2)). It calls prctl, getppid, and
-    // `try_lock_for`: a compare-exchange on the lock word, clock_gettime and
-    // nanosleep, no allocation and no lock that another thread could hold. It ends
-    // in `_exit` and never returns from its arm.
+    // Another thread runs, so the child may call only async-signal-safe functions
+    // (fork(2)): prctl, getppid, and `try_lock_for` (a compare-exchange, clock_gettime,
+    // nanosleep; no allocation, no lock another thread could hold).
+    // SAFETY: that is all the child does; it ends in `_exit`, never returning.
     match unsafe { nix::unistd::fork() }.map_err(|e| anyhow!("raw fork: {e}"))? {
         nix::unistd::ForkResult::Child => {
             // Child: one thread (ours), and a copy of LOCK, held by a thread that

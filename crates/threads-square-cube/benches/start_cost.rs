@@ -91,10 +91,9 @@ fn lesson_thread() -> anyhow::Result<()> {
 }
 
 fn bare_fork() -> anyhow::Result<()> {
-    // SAFETY: no other thread runs user code here: every thread this benchmark
-    // started was joined first (pthread_join returns once the thread has left user
-    // space), so the child's copy of every lock is consistent. The child only
-    // calls `_exit`, which is async-signal-safe, and never returns.
+    // Every thread this benchmark started was joined first (pthread_join returns
+    // once the thread has left user space): no lock is held by a missing thread.
+    // SAFETY: the child only calls `_exit`, async-signal-safe, and never returns.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         bail!("fork failed: {}", std::io::Error::last_os_error());
