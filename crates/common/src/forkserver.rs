@@ -23,14 +23,29 @@
 //! the child was surely unreaped, lets the program signal exactly that process
 //! (pidfd_send_signal(2)) and poll for its end.
 //!
+//! **Channels, and functions by address.** [`ForkServer::start_with`] is the other
+//! way in, for a child that needs ipc-channel ends rather than one argument (the
+//! pool's workers, `pool_map::Context::forkserver`): the value is sent on a fresh
+//! ipc-channel whose receiving end travels to the server in an ipc-channel message
+//! (ipc-channel passes channel ends as file descriptors, with SCM_RIGHTS); the
+//! server forks, and only the child takes the value out. The function is named by
+//! its address: the server is a fork of this program, so the executable's code
+//! sits at the same addresses in both, for good (an executable is never
+//! unmapped). An address outside that code (a library loaded later with `dlopen`)
+//! is refused before anything is sent ([`ForkServer::can_run`]).
+//!
 //! **Parent death.** The server dies with the program and every child with the
 //! server (the kit's fork sets PR_SET_PDEATHSIG for both); when the program drops
 //! its [`ForkServer`], the server sees the socket close, kills and reaps any child
 //! still running, and exits.
 
+use std::cell::RefCell;
 use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use ipc_channel::ipc::{self, IpcReceiver, IpcSender, OpaqueIpcReceiver};
 
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
@@ -39,7 +54,7 @@ use nix::sys::socket::{recvmsg, sendmsg};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::process::{Child, Exit, KILL_GRACE, START_TIMEOUT, pidfd_send_signal};
+use crate::process::{Child, Exit, Joined, KILL_GRACE, START_TIMEOUT, pidfd_send_signal};
 use crate::spawn::{Func, REGISTRY, StartError, Started, Waiter};
 use crate::spawn::{find, pair, poll_until, registered, run_target};
 
@@ -48,25 +63,69 @@ use crate::spawn::{find, pair, poll_until, registered, run_target};
 pub struct ForkServer {
     /// Our end of the request socket (SOCK_SEQPACKET: one message a request).
     control: Option<OwnedFd>,
+    /// Where [`ForkServer::start_with`] sends a child's channel, numbered; the
+    /// lock keeps each channel and its request together, in order.
+    handoff: Mutex<(u64, IpcSender<Handoff>)>,
+    /// The executable's code, where the server's children can run a function.
+    code: Vec<(usize, usize)>,
     server: Child,
 }
+
+/// The receiving end of the channel a [`ForkServer::start_with`] child takes its
+/// value from, numbered like the request it goes with.
+type Handoff = (u64, OpaqueIpcReceiver);
 
 /// Fork the server. Call it early in `main`, before any thread starts: it is a
 /// fork, refused in a multithreaded process.
 pub fn start() -> Result<ForkServer, StartError> {
     let (mine, theirs) = pair(SockType::SeqPacket)?;
     let ours = mine.as_raw_fd();
+    let io = |what| move |error| StartError::Io { what, error };
+    let (handoff_tx, handoff_rx) = ipc::channel().map_err(io("cannot make a channel"))?;
+    let code = executable_code().map_err(io("cannot read /proc/self/maps"))?;
+    let server_code = code.clone();
+    // Both processes hold the sending end after the fork; the server drops its copy.
+    let sender = RefCell::new(Some(handoff_tx));
+    let sender_ref = &sender;
     let server = crate::fork(move || {
-        // Server: our copy of the program's end is not ours to hold.
+        // Server: our copies of the program's ends are not ours to hold.
         // SAFETY: `ours` is open in this copy of the fd table, and the OwnedFd for it
         // is never used or dropped here (the server ends in `_exit`).
         unsafe { libc::close(ours) };
-        serve(theirs)
+        drop(sender_ref.borrow_mut().take());
+        serve(theirs, handoff_rx, &server_code)
     })?;
+    let handoff_tx = sender.into_inner().expect("taken only in the server");
     Ok(ForkServer {
         control: Some(mine),
+        handoff: Mutex::new((0, handoff_tx)),
+        code,
         server,
     })
+}
+
+/// The address ranges of the executable's code (not a library's), from
+/// /proc/self/maps (proc_pid_maps(5)): mappings with `x` of the file that
+/// /proc/self/exe names.
+fn executable_code() -> std::io::Result<Vec<(usize, usize)>> {
+    let exe = std::fs::read_link("/proc/self/exe")?;
+    let exe = exe.to_string_lossy();
+    let maps = std::fs::read_to_string("/proc/self/maps")?;
+    let mut code = Vec::new();
+    for line in maps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(range), Some(perms)) = (fields.first(), fields.get(1)) else {
+            continue;
+        };
+        if !perms.contains('x') || fields.get(5..).map(|p| p.join(" ")).as_deref() != Some(&exe) {
+            continue;
+        }
+        let mut ends = range.split('-').map(|n| usize::from_str_radix(n, 16));
+        if let (Some(Ok(start)), Some(Ok(end))) = (ends.next(), ends.next()) {
+            code.push((start, end));
+        }
+    }
+    Ok(code)
 }
 
 impl ForkServer {
@@ -83,17 +142,87 @@ impl ForkServer {
         arg: &A,
     ) -> Result<Started<R>, StartError> {
         registered(func.name())?;
-        let control = self.control.as_ref().expect("open until dropped");
         let (data, data_child) = pair(SockType::Stream)?;
         let (status, status_server) = pair(SockType::SeqPacket)?;
         let fds = [data_child.as_raw_fd(), status_server.as_raw_fd()];
         let deadline = Instant::now() + START_TIMEOUT;
+        self.send_request(func.name().as_bytes(), &fds, deadline)?;
+        // The server holds its own copies now (SCM_RIGHTS duplicates them).
+        drop((data_child, status_server));
+        let (pid, pidfd) = self.answer(&status, deadline)?;
+        let waiter = Waiter::Server(ServerChild { pidfd, status });
+        let mut started = Started::new(func.name(), pid, waiter, data);
+        started.send(arg)?;
+        Ok(started)
+    }
+
+    /// Whether the server's children can run the function at `addr`: true for code
+    /// of the executable, which sits at the same address in the server (a fork of
+    /// this program) for good; false for anything else, such as a library loaded
+    /// with `dlopen` after the server was forked.
+    pub fn can_run(&self, addr: usize) -> bool {
+        self.code
+            .iter()
+            .any(|&(start, end)| start <= addr && addr < end)
+    }
+
+    /// Ask the server for a child that runs `f(value)`, where `value` may carry
+    /// ipc-channel ends (module docs). Works from any thread. `f` must be a
+    /// function of the executable ([`ForkServer::can_run`]), else
+    /// [`StartError::NotInExecutable`] and nothing is started.
+    pub fn start_with<T: Serialize + DeserializeOwned>(
+        &self,
+        f: fn(T) -> i32,
+        value: T,
+    ) -> Result<Served, StartError> {
+        let (f, trampoline) = (f as usize, trampoline::<T> as Trampoline as usize);
+        if !self.can_run(f) || !self.can_run(trampoline) {
+            return Err(StartError::NotInExecutable(f));
+        }
+        let io = |what| move |error| StartError::Io { what, error };
+        let (tx, rx) = ipc::channel::<T>().map_err(io("cannot make a channel"))?;
+        tx.send(value).map_err(|e| StartError::Io {
+            what: "cannot send to the child's channel",
+            error: std::io::Error::other(e.to_string()),
+        })?;
+        let (status, status_server) = pair(SockType::SeqPacket)?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        {
+            let mut handoff = self.handoff.lock().unwrap_or_else(|e| e.into_inner());
+            handoff.0 += 1;
+            let seq = handoff.0;
+            // An error here means the server's end is closed: it is gone.
+            let handed = handoff.1.send((seq, rx.to_opaque()));
+            handed.map_err(|_| StartError::Server("it is gone"))?;
+            let mut request = vec![0u8];
+            for n in [seq as usize, trampoline, f] {
+                request.extend_from_slice(&(n as u64).to_le_bytes());
+            }
+            self.send_request(&request, &[status_server.as_raw_fd()], deadline)?;
+        }
+        drop(status_server); // the server holds its own copy now
+        let (pid, pidfd) = self.answer(&status, deadline)?;
+        Ok(Served {
+            pid,
+            child: ServerChild { pidfd, status },
+            exit: None,
+        })
+    }
+
+    /// Send one request with its fds, within `deadline`.
+    fn send_request(
+        &self,
+        bytes: &[u8],
+        fds: &[RawFd],
+        deadline: Instant,
+    ) -> Result<(), StartError> {
+        let control = self.control.as_ref().expect("open until dropped");
         loop {
-            let iov = [IoSlice::new(func.name().as_bytes())];
-            let rights = [ControlMessage::ScmRights(&fds)];
+            let iov = [IoSlice::new(bytes)];
+            let rights = [ControlMessage::ScmRights(fds)];
             let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
             match sendmsg::<()>(control.as_raw_fd(), &iov, &rights, flags, None) {
-                Ok(_) => break,
+                Ok(_) => return Ok(()),
                 Err(Errno::EAGAIN | Errno::EINTR) => {
                     if poll_until(&[control.as_fd()], libc::POLLOUT, deadline).is_none() {
                         return Err(StartError::Server("it takes no requests (stopped?)"));
@@ -102,21 +231,17 @@ impl ForkServer {
                 Err(_) => return Err(StartError::Server("it is gone")),
             }
         }
-        // The server holds its own copies now (SCM_RIGHTS duplicates them).
-        drop((data_child, status_server));
-        // Its answer: the child's PID and a pidfd for it.
+    }
+
+    /// The server's answer to a request: the child's PID and a pidfd for it.
+    fn answer(&self, status: &OwnedFd, deadline: Instant) -> Result<(i32, OwnedFd), StartError> {
         if poll_until(&[status.as_fd()], libc::POLLIN, deadline).is_none() {
             return Err(StartError::Server("no answer within 5 s (stopped?)"));
         }
-        let (pid, pidfd) = recv_code(&status)?;
-        let pidfd = match (pid, pidfd) {
-            (Some(pid), Some(pidfd)) if pid > 0 => pidfd,
-            _ => return Err(StartError::Server("it could not fork a child")),
-        };
-        let waiter = Waiter::Server(ServerChild { pidfd, status });
-        let mut started = Started::new(func.name(), pid.unwrap_or(0), waiter, data);
-        started.send(arg)?;
-        Ok(started)
+        match recv_code(status)? {
+            (Some(pid), Some(pidfd)) if pid > 0 => Ok((pid, pidfd)),
+            _ => Err(StartError::Server("it could not fork a child")),
+        }
     }
 
     /// Stop the server: close the request socket; it kills any child still
@@ -160,10 +285,12 @@ impl ServerChild {
     /// child has ended (its pidfd is readable), the server gets [`KILL_GRACE`]
     /// more to say so: a server that is stopped is an error, not a hang.
     pub(crate) fn exit_within(&mut self, timeout: Duration) -> Result<Option<Exit>, StartError> {
-        let deadline = Instant::now() + timeout;
-        if poll_until(&[self.status.as_fd()], libc::POLLIN, deadline).is_none() {
-            let ended = poll_until(&[self.pidfd.as_fd()], libc::POLLIN, Instant::now());
-            if ended.is_none() {
+        let deadline = Instant::now().checked_add(timeout);
+        let reported = readable_now(self.status.as_fd())
+            || deadline
+                .is_some_and(|d| poll_until(&[self.status.as_fd()], libc::POLLIN, d).is_some());
+        if !reported {
+            if !readable_now(self.pidfd.as_fd()) {
                 return Ok(None); // still running
             }
             let grace = Instant::now() + KILL_GRACE;
@@ -180,6 +307,97 @@ impl ServerChild {
             )),
         }
     }
+}
+
+/// A child that [`ForkServer::start_with`] started: the `Process` calls, with
+/// the exit code that the server (its parent) reports. Drop kills it if it was
+/// not joined.
+#[derive(Debug)]
+pub struct Served {
+    pid: i32,
+    child: ServerChild,
+    exit: Option<Exit>,
+}
+
+impl Served {
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Its exit, if it has ended and the server has said so within `timeout`.
+    pub fn join_timeout(&mut self, timeout: Duration) -> Result<Option<Exit>, StartError> {
+        if self.exit.is_none() {
+            self.exit = self.child.exit_within(timeout)?;
+        }
+        Ok(self.exit.clone())
+    }
+
+    /// `Process.is_alive()`: false once it has ended (and the server said so).
+    pub fn is_alive(&mut self) -> Result<bool, StartError> {
+        Ok(self.join_timeout(Duration::ZERO)?.is_none())
+    }
+
+    /// Stopped (SIGSTOP, Ctrl-Z), as /proc says. Read only while its pidfd says it
+    /// runs, so the PID is still its own.
+    pub fn is_stopped(&self) -> bool {
+        self.exit.is_none()
+            && !readable_now(self.child.pidfd.as_fd())
+            && matches!(crate::procfs::state_of(self.pid), Some('T' | 't'))
+    }
+
+    /// `Process.kill()`: SIGKILL through the pidfd (nothing once it has ended).
+    pub fn kill(&mut self) {
+        if self.exit.is_none() {
+            self.child.signal(Signal::SIGKILL);
+        }
+    }
+
+    /// The watchdog: its exit within `timeout`, or SIGKILL and its exit within
+    /// [`KILL_GRACE`]; an error if the server does not report it even then.
+    pub fn join_or_kill(&mut self, timeout: Duration) -> Result<Joined, StartError> {
+        if let Some(exit) = self.join_timeout(timeout)? {
+            return Ok(Joined::Finished(exit));
+        }
+        self.kill();
+        match self.join_timeout(KILL_GRACE)? {
+            Some(exit) => Ok(Joined::Killed(exit)),
+            None => Err(crate::process::ProcessError::Unkillable { pid: self.pid }.into()),
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.kill(); // the server reaps it and reports to a closed socket
+    }
+}
+
+/// Child of [`ForkServer::start_with`]: take the value out of the channel and
+/// run `f` (an `fn(T) -> i32` of this very monomorphisation: they travel as a
+/// pair). The value was sent before the request, so it is there already.
+type Trampoline = fn(usize, OpaqueIpcReceiver) -> i32;
+
+fn trampoline<T: DeserializeOwned + Serialize>(f: usize, rx: OpaqueIpcReceiver) -> i32 {
+    // SAFETY: `f` is the address of an `fn(T) -> i32` taken by `start_with` for
+    // this `T` (it sends the pair together), checked by `can_run` in the program
+    // and again by the server to lie in the executable's code, which this child
+    // (forked from the server, forked from the program) maps at the same address.
+    let f = unsafe { std::mem::transmute::<*const (), fn(T) -> i32>(f as *const ()) };
+    match rx.to::<T>().try_recv_timeout(START_TIMEOUT) {
+        Ok(value) => f(value),
+        Err(_) => 1, // nothing came: the program is gone
+    }
+}
+
+/// Poll `fd` for input without waiting.
+fn readable_now(fd: BorrowedFd<'_>) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, timeout 0.
+    unsafe { libc::poll(&mut pfd, 1, 0) > 0 }
 }
 
 /// One message of the server: an `i32` (a PID, or an exit code), maybe with an
@@ -214,8 +432,11 @@ fn received_fds<S>(msg: &nix::sys::socket::RecvMsg<'_, '_, S>) -> Vec<OwnedFd> {
 
 /// Server: serve requests until the program closes its end, reporting each
 /// child's exit as it is reaped.
-fn serve(control: OwnedFd) -> i32 {
+fn serve(control: OwnedFd, handoffs: IpcReceiver<Handoff>, code: &[(usize, usize)]) -> i32 {
     let registry = REGISTRY.get().copied().unwrap_or(&[]);
+    // In a `RefCell` so that each child, forked from here, can drop its copy.
+    let handoffs = RefCell::new(Some(handoffs));
+    let runnable = |addr: usize| code.iter().any(|&(start, end)| start <= addr && addr < end);
     // Each child, with the socket to report its end on.
     let mut served: Vec<(Child, OwnedFd)> = Vec::new();
     loop {
@@ -240,26 +461,40 @@ fn serve(control: OwnedFd) -> i32 {
                 let Some(target) = find(registry, &name) else {
                     continue; // the program checks names first: drop the sockets
                 };
-                // What the child must not keep: the server's sockets.
-                let mut close: Vec<RawFd> = vec![control.as_raw_fd(), status.as_raw_fd()];
-                close.extend(served.iter().map(|(_, s)| s.as_raw_fd()));
+                let close = server_fds(&control, &status, &served);
                 let child = crate::fork(move || {
                     // Child: close our copies of the server's sockets, then run.
-                    for fd in close {
-                        // SAFETY: these are open in this copy of the fd table; their
-                        // OwnedFds are never used or dropped here (we end in _exit).
-                        unsafe { libc::close(fd) };
-                    }
+                    close_all(close);
                     run_target(target, data)
                 });
-                match child {
-                    Ok(child) => {
-                        let pidfd = child.pidfd().map(|fd| fd.as_raw_fd());
-                        send_code(&status, child.pid(), pidfd);
-                        served.push((child, status));
-                    }
-                    Err(_) => send_code(&status, 0, None), // 0: could not fork
-                }
+                answer_fork(child, status, &mut served);
+            }
+            Request::With {
+                seq,
+                trampoline,
+                f,
+                status,
+            } => {
+                let rx = next_handoff(&handoffs, seq);
+                let (Some(rx), true) = (rx, runnable(f) && runnable(trampoline)) else {
+                    send_code(&status, 0, None); // 0: could not fork
+                    continue;
+                };
+                let close = server_fds(&control, &status, &served);
+                let handoffs = &handoffs;
+                let child = crate::fork(move || {
+                    // Child: close our copies of the server's sockets and channel.
+                    close_all(close);
+                    drop(handoffs.borrow_mut().take());
+                    // SAFETY: `trampoline` is the address of a `Trampoline` taken by
+                    // `start_with` (sent with `f` as a pair), and lies in the
+                    // executable's code (checked above), mapped here as in the program.
+                    let run = unsafe {
+                        std::mem::transmute::<*const (), Trampoline>(trampoline as *const ())
+                    };
+                    run(f, rx)
+                });
+                answer_fork(child, status, &mut served);
             }
         }
     }
@@ -272,6 +507,55 @@ fn serve(control: OwnedFd) -> i32 {
         }
     }
     0
+}
+
+/// What a child of the server must not keep: the server's sockets.
+fn server_fds(control: &OwnedFd, status: &OwnedFd, served: &[(Child, OwnedFd)]) -> Vec<RawFd> {
+    let mut close: Vec<RawFd> = vec![control.as_raw_fd(), status.as_raw_fd()];
+    close.extend(served.iter().map(|(_, s)| s.as_raw_fd()));
+    close
+}
+
+/// Child of the server: close the server's fds.
+fn close_all(fds: Vec<RawFd>) {
+    for fd in fds {
+        // SAFETY: these are open in this copy of the fd table; their OwnedFds are
+        // never used or dropped here (the child ends in _exit).
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// Tell the program the new child's PID and a pidfd for it (0: could not fork).
+fn answer_fork(
+    child: Result<Child, crate::process::ProcessError>,
+    status: OwnedFd,
+    served: &mut Vec<(Child, OwnedFd)>,
+) {
+    match child {
+        Ok(child) => {
+            let pidfd = child.pidfd().map(|fd| fd.as_raw_fd());
+            send_code(&status, child.pid(), pidfd);
+            served.push((child, status));
+        }
+        Err(_) => send_code(&status, 0, None),
+    }
+}
+
+/// The channel handed over with request `seq`; older ones (their requests never
+/// came: the program gave up on them) are dropped.
+fn next_handoff(
+    handoffs: &RefCell<Option<IpcReceiver<Handoff>>>,
+    seq: u64,
+) -> Option<OpaqueIpcReceiver> {
+    let handoffs = handoffs.borrow();
+    let rx = handoffs.as_ref()?;
+    loop {
+        match rx.try_recv_timeout(START_TIMEOUT) {
+            Ok((n, channel)) if n == seq => return Some(channel),
+            Ok((n, _)) if n < seq => continue,
+            _ => return None,
+        }
+    }
 }
 
 fn send_code(sock: &OwnedFd, code: i32, fd: Option<RawFd>) {
@@ -292,6 +576,14 @@ enum Request {
         data: OwnedFd,
         status: OwnedFd,
     },
+    /// From `start_with`: a 0 byte, then the request's number, the trampoline's
+    /// address and the function's, each a little-endian u64.
+    With {
+        seq: u64,
+        trampoline: usize,
+        f: usize,
+        status: OwnedFd,
+    },
 }
 
 fn recv_request(control: &OwnedFd) -> Request {
@@ -305,8 +597,19 @@ fn recv_request(control: &OwnedFd) -> Request {
         Err(_) => return Request::Closed,
     };
     let mut fds = fds.into_iter();
+    let word = |i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&buf[1 + 8 * i..9 + 8 * i]);
+        u64::from_le_bytes(w)
+    };
     match (bytes, fds.next(), fds.next()) {
         (0, None, _) => Request::Closed, // end of file: the program is done
+        (25, Some(status), None) if buf[0] == 0 => Request::With {
+            seq: word(0),
+            trampoline: word(1) as usize,
+            f: word(2) as usize,
+            status,
+        },
         (n, Some(data), Some(status)) => Request::Run {
             name: String::from_utf8_lossy(&buf[..n]).into_owned(),
             data,

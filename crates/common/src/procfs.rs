@@ -65,6 +65,11 @@ pub fn state_of(pid: i32) -> Option<char> {
     state_and_parent(pid).map(|(state, _)| state)
 }
 
+/// The parent's PID of process `pid` (`None` once it is gone).
+pub fn parent_of(pid: i32) -> Option<i32> {
+    state_and_parent(pid).map(|(_, ppid)| ppid)
+}
+
 fn state_and_parent(pid: i32) -> Option<(char, i32)> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may contain spaces and parens).

@@ -135,6 +135,11 @@ pub enum StartError {
     NoEntry(&'static str),
     #[error("cannot start {0}: it is not in the registry given to child_entry")]
     NotRegistered(&'static str),
+    #[error(
+        "cannot start a forkserver child with the function at {0:#x}: it is not in the \
+         executable's code, which is all the server is sure to share (a library loaded later?)"
+    )]
+    NotInExecutable(usize),
     #[error("{what}: {error}")]
     Io {
         what: &'static str,

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use common::forkserver::{self, ForkServer};
-use common::process::{children_left, exit_now, open_fds};
+use common::process::{Joined, children_left, exit_now, open_fds};
 use common::spawn::{self, Func, Registry, StartError};
 
 fn square(n: i64) -> i64 {
@@ -99,6 +99,10 @@ const CASES: &[Case] = &[
         refused_with_threads,
     ),
     ("fork: exit codes 0, 5, 1 and -9, side by side", fork_codes),
+    (
+        "forkserver start_with: a channel end crosses; exit codes 0, 5, 1 and -9",
+        start_with_codes,
+    ),
 ];
 
 fn main() {
@@ -326,4 +330,46 @@ fn fork_codes() {
         })
         .collect();
     assert_eq!(codes, vec![0, 5, 1, -9]);
+}
+
+/// A `start_with` child: answers on the channel end it was handed, then ends
+/// with the code it was asked for (`-1`: panic, `-2`: wait to be killed).
+fn answer(req: (ipc_channel::ipc::IpcSender<i64>, i64, i32)) -> i32 {
+    let (reply, n, code) = req;
+    reply.send(n * n).expect("reply");
+    match code {
+        -1 => {
+            std::panic::set_hook(Box::new(|_| {})); // expected: kept quiet
+            panic!("asked to panic")
+        }
+        -2 => loop {
+            std::thread::sleep(Duration::from_secs(1));
+        },
+        code => code,
+    }
+}
+
+fn start_with_codes() {
+    let server = forkserver::start().expect("start");
+    let mut codes = Vec::new();
+    for (n, code) in [(3, 0), (4, 5), (5, -1), (6, -2)] {
+        let (tx, rx) = ipc_channel::ipc::channel::<i64>().expect("channel");
+        let mut child = server.start_with(answer, (tx, n, code)).expect("start_with");
+        assert_eq!(rx.recv().expect("answer"), n * n);
+        if code == -2 {
+            child.kill();
+        }
+        match child.join_or_kill(PATIENCE).expect("join") {
+            Joined::Finished(exit) => codes.push(exit.code),
+            Joined::Killed(_) => panic!("pid {} did not end", child.pid()),
+        }
+    }
+    assert_eq!(codes, vec![0, 5, 1, -9]);
+    // A function outside the executable's code is refused before anything starts.
+    let heap = Box::new([0u8; 16]);
+    // SAFETY: a fn pointer need only be non-null to exist; this one is never called.
+    let f: fn(i64) -> i32 = unsafe { std::mem::transmute(heap.as_ptr()) };
+    let err = server.start_with(f, 1).unwrap_err().to_string();
+    assert!(err.contains("not in the executable"), "{err}");
+    server.stop().expect("stop");
 }

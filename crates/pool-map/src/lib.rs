@@ -6,7 +6,9 @@
 
 mod pool;
 
-pub use pool::{AsyncResult, Imap, Pool, PoolError, STOP_PATIENCE, Wire, default_chunksize};
+pub use pool::{
+    AsyncResult, Context, Imap, Pool, PoolError, STOP_PATIENCE, Wire, default_chunksize,
+};
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -404,6 +406,72 @@ pub fn task_cost(pool: &Pool, tasks: usize, rounds: usize) -> Result<TaskCost, P
         chunked: per(chunked),
         agree,
     })
+}
+
+/// What became of the tasks when a worker was killed in the middle of one.
+#[derive(Debug)]
+pub struct KilledMidTask {
+    pub victim: i32,
+    /// The first task's outcome: the one the victim held.
+    pub first: Result<u64, PoolError>,
+    /// The other tasks' results.
+    pub others: Vec<u64>,
+    /// How long until every outcome was in.
+    pub wall: Duration,
+}
+
+impl KilledMidTask {
+    /// The victim's task failed with "worker died", naming it; the others ran.
+    pub fn as_python_would_wish(&self, workers: u64) -> bool {
+        let died = matches!(&self.first, Err(PoolError::WorkerDied { pid, .. }) if *pid == self.victim);
+        died && self.others == (1..workers).map(|x| x * x).collect::<Vec<_>>()
+    }
+}
+
+/// Give every worker a 300 ms `slow_square` (of 0, 1, 2, ...), then SIGKILL the
+/// one running the first, from outside, the way the OOM killer (or you, with
+/// `kill -9`) would, and wait (at most 10 s) for every outcome.
+pub fn kill_mid_task(pool: &Pool) -> anyhow::Result<KilledMidTask> {
+    let handles = (0..pool.processes() as u64).map(|x| pool.apply_async(slow_square, x));
+    let handles = handles.collect::<Result<Vec<_>, _>>()?;
+    let Some(&victim) = handles[0].worker_pids().first() else {
+        anyhow::bail!("the first task is not running in any worker");
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    let pid = nix::unistd::Pid::from_raw(victim);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL)
+        .map_err(|e| anyhow::anyhow!("killing worker pid {victim}: {e}"))?;
+    let wait = Some(Duration::from_secs(10));
+    let (t, mut outcomes) = timed(|| handles.iter().map(|h| h.get(wait)).collect::<Vec<_>>());
+    let first = outcomes.remove(0);
+    let others = outcomes.into_iter().filter_map(Result::ok).collect();
+    Ok(KilledMidTask {
+        victim,
+        first,
+        others,
+        wall: t.wall,
+    })
+}
+
+/// `items` shown one after the other, `sep` between (never Rust's `Debug`).
+pub fn joined<T: std::fmt::Display>(items: impl IntoIterator<Item = T>, sep: &str) -> String {
+    let items: Vec<String> = items.into_iter().map(|i| i.to_string()).collect();
+    items.join(sep)
+}
+
+/// `pid 901, pid 902`.
+pub fn pids(pids: &[i32]) -> String {
+    joined(pids.iter().map(|p| format!("pid {p}")), ", ")
+}
+
+/// A result as the learner reads it: the value, or the error's message.
+pub fn shown(r: &Result<u64, PoolError>) -> String {
+    r.as_ref().map_or_else(ToString::to_string, u64::to_string)
+}
+
+/// Python's spelling of a bool.
+pub fn py_bool(b: bool) -> &'static str {
+    if b { "True" } else { "False" }
 }
 
 #[cfg(test)]

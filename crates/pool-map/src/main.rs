@@ -1,14 +1,15 @@
 //! # pool-map: what does a process pool do, and what does it cost?
 //!
 //! **Question.** How do `Pool.map`, `apply`, `apply_async`, `map_async` and `imap`
-//! hand work to worker processes, what happens when a task or a worker fails, and
-//! what does a task cost?
+//! hand work to worker processes, what happens when a task or a worker fails, what
+//! does a task cost, and how does a pool start workers in a program with threads?
 //!
 //! **Python twin** (`docs/python/11_pool_map.py`): the same steps on
 //! `multiprocessing.Pool`, ending with the tutorial's workload,
 //! `sum(x*x for x in range(1000))` for each of `range(10000)`, serial versus `Pool`.
 //! In Rust: `pool_map::Pool` (this crate's `src/pool*`): forked workers, tasks as
-//! function pointers plus postcard bytes over `ipc-channel`.
+//! function pointers plus postcard bytes over `ipc-channel`; the last step uses
+//! `get_context("forkserver").Pool(2)`'s counterpart, `Context::forkserver()`.
 //!
 //! **Run.** `cargo run -p pool-map`, with `--release` for real timings (`--help`:
 //! `--processes N` (default: the CPU count, as `Pool()`), `--items 10000`,
@@ -41,26 +42,35 @@
 //!     Pool(processes=2)       13.6 ms   1.87x (ideal 2.00x on 2 CPUs)
 //!     2 threads               13.2 ms   1.92x
 //!     a task at chunksize 1: 0.44 us (20000 tasks); at 2500: 0.05 us
+//! [8] a pool in a program that already runs threads (rayon)
+//!     rayon's pool is up: this process runs 3 threads
+//!     Pool::new(2) -> cannot start the pool: refusing to fork: this process runs 3
+//!     Context::forkserver().pool(2): pid 911, pid 912
+//!   ok check: the workers are children of the server, pid 905
+//!     killed pid 911: get() -> worker pid 911 died (exitcode -9 (killed by
+//!     workers now: pid 913, pid 912; map(sum_of_squares, range(100)) again
 //! ```
 //!
 //! **Notice.** A pool forks its workers once and copies arguments and results
 //! through the kernel; `chunksize` decides how many items travel as one task. A
 //! task that panics fails alone; a killed worker fails only the task it held and is
 //! replaced: the pool never hangs (Python's can, gh-66587). Without a GIL, threads
-//! speed up CPU work as much as processes do, and copy nothing.
+//! speed up CPU work as much as processes do, and copy nothing. Once a program runs
+//! threads, fork is refused; a fork server, forked while the program had one thread,
+//! forks the workers (and their replacements) instead: Python's default since 3.14.
 
-use std::fmt::Display;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context as _;
 use clap::Parser;
 use common::Lesson;
 use common::output::{CommonArgs, List, cpu_count};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use common::process::thread_count;
+use common::procfs::parent_of;
 use pool_map::{
-    Pool, PoolError, compare, default_chunksize, slow_square, speedup_caveat, square, square_where,
-    sum_of_squares, task_cost, timed, unlucky,
+    Context, Pool, PoolError, compare, default_chunksize, joined, kill_mid_task, pids, py_bool,
+    rayon_pool, serial, shown, slow_square, speedup_caveat, square, square_where, sum_of_squares,
+    task_cost, unlucky,
 };
 
 #[derive(Parser, Debug)]
@@ -83,6 +93,7 @@ fn main() -> std::process::ExitCode {
     common::output::main(run)
 }
 
+// ANCHOR: run
 fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {
     let mut lesson = Lesson::start(
         "pool-map",
@@ -90,6 +101,8 @@ fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {
         "multiprocessing.Pool: map, apply, apply_async, imap, chunksize",
         &args.common,
     );
+    // Forked now, while the program has one thread: the last step needs it.
+    let forkserver = Context::forkserver()?;
     let pool = Pool::new(3)?;
     map_who_did_what(&mut lesson, &pool)?;
     apply_and_apply_async(&mut lesson, &pool)?;
@@ -99,8 +112,11 @@ fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {
     close_and_join(&mut lesson, pool)?;
     let processes = args.processes.map_or(cpu_count(), |p| p as usize);
     what_it_costs(&mut lesson, processes, args.items, args.tasks)?;
+    a_pool_beside_threads(&mut lesson, &forkserver)?;
+    forkserver.stop()?;
     Ok(lesson.finish())
 }
+// ANCHOR_END: run
 
 fn map_who_did_what(lesson: &mut Lesson, pool: &Pool) -> anyhow::Result<()> {
     lesson.step("Pool(processes=3).map(square, [1, 2, 3, 4, 5])");
@@ -206,28 +222,14 @@ fn a_task_panics(lesson: &mut Lesson, pool: &Pool) -> anyhow::Result<()> {
 
 fn a_worker_is_killed(lesson: &mut Lesson, pool: &Pool) -> anyhow::Result<()> {
     lesson.step("a worker killed in the middle of a task is reported and replaced");
-    // Give every worker a 300 ms task, then kill the one running the first task,
-    // from outside, the way the OOM killer (or you, with kill -9) would.
-    let handles = (0..3).map(|x| pool.apply_async(slow_square, x));
-    let handles = handles.collect::<Result<Vec<_>, _>>()?;
-    let Some(&victim) = handles[0].worker_pids().first() else {
-        bail!("the first task is not running in any worker");
-    };
-    std::thread::sleep(Duration::from_millis(50));
-    kill(Pid::from_raw(victim), Signal::SIGKILL).context("killing a worker")?;
-    lesson.say(format!("killed pid {victim} while it ran slow_square(0)"));
-    let wait = Some(Duration::from_secs(10));
-    let (t, outcomes) = timed(|| handles.iter().map(|h| h.get(wait)).collect::<Vec<_>>());
-    lesson.say(format!("get() -> {}", shown(&outcomes[0])));
-    let others: Vec<u64> = outcomes[1..]
-        .iter()
-        .filter_map(|o| o.clone().ok())
-        .collect();
-    lesson.say(format!("the other tasks: {}", joined(&others, " ")));
-    let died = matches!(&outcomes[0], Err(PoolError::WorkerDied { pid, .. }) if *pid == victim);
-    let secs = t.wall.as_secs_f64();
+    // Every worker gets a 300 ms task; the one running slow_square(0) is SIGKILLed.
+    let k = kill_mid_task(pool)?;
+    lesson.say(format!("killed pid {} while it ran slow_square(0)", k.victim));
+    lesson.say(format!("get() -> {}", shown(&k.first)));
+    lesson.say(format!("the other tasks: {}", joined(&k.others, " ")));
+    let secs = k.wall.as_secs_f64();
     let claim = format!("its task failed with 'worker died' in {secs:.2} s; the others gave 1, 4");
-    lesson.check(claim, died && others == [1, 4]);
+    lesson.check(claim, k.as_python_would_wish(3));
     let now = pids(&pool.worker_pids());
     lesson.say(format!("workers now: {now} ({} replaced)", pool.replaced()));
     let again = pool.map(square, vec![1, 2, 3])?;
@@ -249,6 +251,31 @@ fn close_and_join(lesson: &mut Lesson, pool: Pool) -> anyhow::Result<()> {
     lesson.check_eq("the task queued before close() ran", got, 36);
     let zero = Pool::new(0).err() == Some(PoolError::NoProcesses);
     lesson.check("Pool(processes=0) is refused", zero);
+    Ok(())
+}
+
+fn a_pool_beside_threads(lesson: &mut Lesson, ctx: &Context) -> anyhow::Result<()> {
+    lesson.step("a pool in a program that already runs threads (rayon)");
+    let rayon = rayon_pool(2)?;
+    let threads = rayon.install(thread_count)?;
+    lesson.say(format!("rayon's pool is up: this process runs {threads} threads"));
+    let fork = Pool::new(2).err().map_or("a pool".into(), |e| e.to_string());
+    lesson.say(format!("Pool::new(2) -> {fork}"));
+    lesson.check("fork refuses while threads run", fork.contains("refusing to fork"));
+    let pool = ctx.pool(2)?;
+    let (server, workers) = (ctx.server_pid().unwrap_or(0), pool.worker_pids());
+    lesson.say(format!("Context::forkserver().pool(2): {}", pids(&workers)));
+    let theirs = workers.iter().all(|&w| parent_of(w) == Some(server));
+    lesson.check(format!("the workers are children of the server, pid {server}"), theirs);
+    let k = kill_mid_task(&pool)?;
+    lesson.say(format!("killed pid {}: get() -> {}", k.victim, shown(&k.first)));
+    let input: Vec<u64> = (0..100).collect();
+    let again = pool.map(sum_of_squares, input.iter().copied())?;
+    let now = pids(&pool.worker_pids());
+    lesson.say(format!("workers now: {now}; map(sum_of_squares, range(100)) again"));
+    let held = k.as_python_would_wish(2) && again == serial(sum_of_squares, &input);
+    let claim = "under forkserver: the task failed alone, a worker was replaced, map is right";
+    lesson.check(claim, held && pool.replaced() == 1);
     Ok(())
 }
 
@@ -288,25 +315,4 @@ fn what_it_costs(lesson: &mut Lesson, n: usize, items: u64, tasks: u64) -> anyho
     let agree = work.agree && task.agree;
     lesson.check("the pool and the threads gave the serial results", agree);
     Ok(())
-}
-
-/// `items` shown one after the other, `sep` between (never Rust's `Debug`).
-fn joined<T: Display>(items: impl IntoIterator<Item = T>, sep: &str) -> String {
-    let items: Vec<String> = items.into_iter().map(|i| i.to_string()).collect();
-    items.join(sep)
-}
-
-/// `pid 901, pid 902`.
-fn pids(pids: &[i32]) -> String {
-    joined(pids.iter().map(|p| format!("pid {p}")), ", ")
-}
-
-/// A result as the learner reads it: the value, or the error's message.
-fn shown(r: &Result<u64, PoolError>) -> String {
-    r.as_ref().map_or_else(ToString::to_string, u64::to_string)
-}
-
-/// Python's spelling of a bool.
-fn py_bool(b: bool) -> &'static str {
-    if b { "True" } else { "False" }
 }

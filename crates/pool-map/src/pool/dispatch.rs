@@ -10,12 +10,12 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use common::process::Child;
 use ipc_channel::ipc::{IpcBytesSender, IpcReceiver, IpcSender};
 use ipc_channel::{IpcError, TryRecvError};
 
 use super::PoolError;
 use super::results::{Inbox, Outcome};
+use super::start::{Context, Proc};
 use super::wire::{Done, Down, Failure, Up};
 use super::worker::Task;
 
@@ -41,7 +41,7 @@ impl Route {
 }
 
 pub(super) struct Worker {
-    pub(super) child: Child,
+    pub(super) child: Proc,
     pub(super) tasks: IpcBytesSender,
     /// The batch it holds (empty = idle), in the order it was given.
     pub(super) holding: Vec<Route>,
@@ -65,6 +65,8 @@ pub(super) enum State {
 }
 
 pub(super) struct Inner {
+    /// How workers are started: fork, or through a fork server.
+    pub(super) context: Context,
     pub(super) workers: Vec<Worker>,
     pub(super) results: IpcReceiver<Up>,
     /// Kept to hand a clone to replacement workers.

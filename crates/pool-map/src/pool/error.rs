@@ -47,6 +47,13 @@ pub enum PoolError {
         timeout: Duration,
         unfinished: usize,
     },
+    /// Under forkserver, the task's function is not in the code the server shares
+    /// with the program (see `Context`): refused when submitted.
+    #[error(
+        "the {method} workers cannot run this function: its code (at {addr:#x}) is \
+         not in the executable the server was forked from (a library loaded later?)"
+    )]
+    CannotName { method: &'static str, addr: usize },
     #[error("the pool is broken: {0}")]
     Broken(String),
     #[error("could not encode or decode a task: {0}")]

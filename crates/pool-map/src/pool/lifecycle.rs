@@ -1,4 +1,4 @@
-//! The workers' lives: forking them, noticing the dead and forking replacements,
+//! The workers' lives: starting them (`start.rs` says how), noticing the dead and forking replacements,
 //! and stopping them all (`join`, `join_timeout`, `terminate`).
 //!
 //! A dead worker is reaped by `check_workers`, which runs about every 10 ms while
@@ -13,20 +13,22 @@ use ipc_channel::ipc::{self, IpcSender};
 
 use super::PoolError;
 use super::dispatch::{Inner, State, Worker};
+use super::start::Context;
 use super::wire::{Down, Up, piece_size};
-use super::worker::worker_loop;
 
 /// How long a worker may stay stopped (SIGSTOP, Ctrl-Z) while it holds work before
 /// the pool kills and replaces it, failing its tasks. Python's pool would wait for
 /// it forever; here no call of the pool can be frozen by a stopped worker.
 pub const STOP_PATIENCE: Duration = Duration::from_secs(5);
 
-fn spawn_worker(results_tx: &IpcSender<Up>, piece: usize) -> Result<Worker, PoolError> {
+fn spawn_worker(
+    context: &Context,
+    results_tx: &IpcSender<Up>,
+    piece: usize,
+) -> Result<Worker, PoolError> {
     let (tx, rx) = ipc::bytes_channel().map_err(|e| PoolError::Broken(e.to_string()))?;
-    let up = results_tx.clone();
-    // Child: the closure owns `rx` and `up`; in the parent they are dropped when
-    // fork returns, so the worker holds the only receiving end of its tasks.
-    let child = common::fork(move || worker_loop(rx, up, piece))?;
+    // The worker gets the only receiving end of its tasks, and a result sender.
+    let child = context.start_worker(rx, results_tx.clone(), piece)?;
     Ok(Worker {
         child,
         tasks: tx,
@@ -39,16 +41,17 @@ fn spawn_worker(results_tx: &IpcSender<Up>, piece: usize) -> Result<Worker, Pool
 }
 
 impl Inner {
-    /// Fork `processes` workers.
-    pub(super) fn start(processes: usize) -> Result<Inner, PoolError> {
+    /// Start `processes` workers.
+    pub(super) fn start(processes: usize, context: Context) -> Result<Inner, PoolError> {
         let (results_tx, results) =
             ipc::channel::<Up>().map_err(|e| PoolError::Broken(e.to_string()))?;
         let piece = piece_size();
         let mut workers = Vec::with_capacity(processes);
         for _ in 0..processes {
-            workers.push(spawn_worker(&results_tx, piece)?); // on error, the ones made so far are killed on drop
+            workers.push(spawn_worker(&context, &results_tx, piece)?); // on error, the ones made so far are killed on drop
         }
         Ok(Inner {
+            context,
             workers,
             results,
             results_tx,
@@ -62,7 +65,7 @@ impl Inner {
         })
     }
 
-    /// Reap dead workers, fail the tasks they held, fork replacements.
+    /// Reap dead workers, fail the tasks they held, start replacements.
     pub(super) fn check_workers(&mut self) {
         self.last_check = Instant::now();
         if matches!(self.state, State::Terminated | State::Joined) {
@@ -82,11 +85,15 @@ impl Inner {
                     continue;
                 }
                 // SIGKILL ends a stopped process too; then it is reaped below.
-                let _ = w.child.kill();
+                w.child.kill();
                 stopped_too_long = true;
             }
             let pid = w.child.pid();
-            let exit = w.child.join().map(|e| e.to_string()).unwrap_or_default();
+            let exit = (w.child.join().map(|e| e.to_string()))
+                .unwrap_or_else(|e| match e {
+                    PoolError::Broken(why) => format!("exit code unknown: {why}"),
+                    e => format!("exit code unknown: {e}"),
+                });
             // All it sent before it died is waiting in the socket: take it in first,
             // so a result it delivered is not reported lost.
             if self.absorb_ready().is_err() {
@@ -106,7 +113,7 @@ impl Inner {
                 PoolError::WorkerDiedSending { pid, exit }
             };
             self.fail_held(i, err);
-            match spawn_worker(&self.results_tx, self.piece) {
+            match spawn_worker(&self.context, &self.results_tx, self.piece) {
                 Ok(new) => {
                     self.workers[i] = new;
                     self.replaced += 1;
@@ -180,7 +187,7 @@ impl Inner {
         };
         for i in 0..self.workers.len() {
             if !self.workers[i].holding.is_empty() {
-                let _ = self.workers[i].child.kill();
+                self.workers[i].child.kill();
                 let _ = self.workers[i].child.join();
                 self.fail_held(i, err.clone());
             }
@@ -194,7 +201,7 @@ impl Inner {
             return;
         }
         for w in &mut self.workers {
-            let _ = w.child.kill();
+            w.child.kill();
             let _ = w.child.join();
             for route in std::mem::take(&mut w.holding) {
                 route.deliver(Err(PoolError::Terminated));

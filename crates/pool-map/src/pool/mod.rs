@@ -57,6 +57,7 @@ mod dispatch;
 mod error;
 mod lifecycle;
 mod results;
+mod start;
 mod wire;
 mod worker;
 
@@ -71,6 +72,7 @@ use dispatch::{Inner, State};
 pub use error::PoolError;
 pub use lifecycle::STOP_PATIENCE;
 pub use results::{AsyncResult, Imap};
+pub use start::Context;
 use results::{Inbox, gather_all, gather_one};
 
 /// What may cross between the parent and a worker: arguments and results are
@@ -104,15 +106,20 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    /// `Pool(processes)`: fork `processes` workers now.
+    /// `Pool(processes)`: fork `processes` workers now (the fork start method; see
+    /// [`Context`] for the others).
     pub fn new(processes: usize) -> Result<Pool, PoolError> {
+        Pool::start(processes, Context::fork())
+    }
+
+    fn start(processes: usize, context: Context) -> Result<Pool, PoolError> {
         if processes == 0 {
             return Err(PoolError::NoProcesses);
         }
         // ipc-channel measures the socket buffer once, on first use, and panics if it
         // cannot open a socket for that: make it happen now, as a clear error.
         common::ipc::ready().map_err(|e| PoolError::CannotStart(e.to_string()))?;
-        let inner = Inner::start(processes).map_err(|e| match e {
+        let inner = Inner::start(processes, context).map_err(|e| match e {
             PoolError::Broken(why) if why.contains("Too many open files") => {
                 PoolError::CannotStart(format!(
                     "{why}; the open-file limit may be too low (ulimit -n)"
@@ -161,7 +168,14 @@ impl Pool {
         if chunksize == 0 {
             return Err(PoolError::ZeroChunksize);
         }
-        lock(&self.inner)?.usable()?;
+        let inner = lock(&self.inner)?;
+        inner.usable()?;
+        // Refused here, not in a worker: the workers of a fork server could not run it.
+        if !inner.context.can_run(f as usize) {
+            let (method, addr) = (inner.context.method(), f as usize);
+            return Err(PoolError::CannotName { method, addr });
+        }
+        drop(inner);
         let inbox = Rc::new(Inbox::default());
         self.queue_all(f, items, chunksize, &inbox)
             .inspect_err(|_| inbox.abandon())?;
