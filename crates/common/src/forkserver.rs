@@ -68,6 +68,8 @@ pub struct ForkServer {
     handoff: Mutex<(u64, IpcSender<Handoff>)>,
     /// The executable's code, where the server's children can run a function.
     code: Vec<(usize, usize)>,
+    /// The process that started the server: the only one that may use it.
+    owner: i32,
     server: Child,
 }
 
@@ -100,32 +102,40 @@ pub fn start() -> Result<ForkServer, StartError> {
         control: Some(mine),
         handoff: Mutex::new((0, handoff_tx)),
         code,
+        owner: nix::unistd::getpid().as_raw(),
         server,
     })
 }
 
 /// The address ranges of the executable's code (not a library's), from
-/// /proc/self/maps (proc_pid_maps(5)): mappings with `x` of the file that
-/// /proc/self/exe names.
+/// /proc/self/maps (proc_pid_maps(5)): every mapping with `x` of the file (the
+/// same device and inode) that holds this very function.
 fn executable_code() -> std::io::Result<Vec<(usize, usize)>> {
-    let exe = std::fs::read_link("/proc/self/exe")?;
-    let exe = exe.to_string_lossy();
     let maps = std::fs::read_to_string("/proc/self/maps")?;
-    let mut code = Vec::new();
-    for line in maps.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (Some(range), Some(perms)) = (fields.first(), fields.get(1)) else {
-            continue;
-        };
-        if !perms.contains('x') || fields.get(5..).map(|p| p.join(" ")).as_deref() != Some(&exe) {
-            continue;
-        }
-        let mut ends = range.split('-').map(|n| usize::from_str_radix(n, 16));
-        if let (Some(Ok(start)), Some(Ok(end))) = (ends.next(), ends.next()) {
-            code.push((start, end));
-        }
-    }
-    Ok(code)
+    let here = executable_code as fn() -> std::io::Result<Vec<(usize, usize)>> as usize;
+    // (start, end, perms, device, inode) of each mapping.
+    let entries: Vec<(usize, usize, &str, &str, &str)> = maps
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (range, perms) = (fields.next()?, fields.next()?);
+            let (_offset, dev, inode) = (fields.next()?, fields.next()?, fields.next()?);
+            let (start, end) = range.split_once('-')?;
+            let start = usize::from_str_radix(start, 16).ok()?;
+            let end = usize::from_str_radix(end, 16).ok()?;
+            Some((start, end, perms, dev, inode))
+        })
+        .collect();
+    let file = entries
+        .iter()
+        .find(|&&(start, end, ..)| start <= here && here < end)
+        .map(|&(.., dev, inode)| (dev, inode))
+        .ok_or_else(|| std::io::Error::other("this code is in no mapping"))?;
+    Ok(entries
+        .iter()
+        .filter(|&&(_, _, perms, dev, inode)| perms.contains('x') && (dev, inode) == file)
+        .map(|&(start, end, ..)| (start, end))
+        .collect())
 }
 
 impl ForkServer {
@@ -170,7 +180,7 @@ impl ForkServer {
     /// ipc-channel ends (module docs). Works from any thread. `f` must be a
     /// function of the executable ([`ForkServer::can_run`]), else
     /// [`StartError::NotInExecutable`] and nothing is started.
-    pub fn start_with<T: Serialize + DeserializeOwned>(
+    pub fn start_with<T: Serialize + DeserializeOwned + Send>(
         &self,
         f: fn(T) -> i32,
         value: T,
@@ -179,12 +189,18 @@ impl ForkServer {
         if !self.can_run(f) || !self.can_run(trampoline) {
             return Err(StartError::NotInExecutable(f));
         }
+        // A forked copy of this program shares the server's sockets but not our
+        // count of requests: its requests could be paired with our values.
+        if nix::unistd::getpid().as_raw() != self.owner {
+            return Err(StartError::Server(
+                "it belongs to the process that started it",
+            ));
+        }
+        if self.server.is_stopped() {
+            return Err(StartError::Server("it is stopped (SIGSTOP)"));
+        }
         let io = |what| move |error| StartError::Io { what, error };
         let (tx, rx) = ipc::channel::<T>().map_err(io("cannot make a channel"))?;
-        tx.send(value).map_err(|e| StartError::Io {
-            what: "cannot send to the child's channel",
-            error: std::io::Error::other(e.to_string()),
-        })?;
         let (status, status_server) = pair(SockType::SeqPacket)?;
         let deadline = Instant::now() + START_TIMEOUT;
         {
@@ -202,11 +218,35 @@ impl ForkServer {
         }
         drop(status_server); // the server holds its own copy now
         let (pid, pidfd) = self.answer(&status, deadline)?;
-        Ok(Served {
+        let mut served = Served {
             pid,
             child: ServerChild { pidfd, status },
             exit: None,
-        })
+        };
+        // Only now the value: a child that was never started must not run `f` late
+        // (without a value it ends at once), and a value too big for one message
+        // is read by the child while we send it. A child that does not read it
+        // within the deadline (stopped) is killed, which ends the send.
+        let sent = std::thread::scope(|s| {
+            let sender = std::thread::Builder::new()
+                .name("start_with".into())
+                .spawn_scoped(s, move || tx.send(value).is_ok())
+                .map_err(io("cannot start a thread to send the value"))?;
+            while !sender.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            if !sender.is_finished() {
+                served.kill();
+            }
+            Ok::<bool, StartError>(sender.join().unwrap_or(false))
+        })?;
+        if !sent {
+            served.kill();
+            return Err(StartError::Server(
+                "its child did not take its value (stopped?)",
+            ));
+        }
+        Ok(served)
     }
 
     /// Send one request with its fds, within `deadline`.
@@ -240,6 +280,10 @@ impl ForkServer {
         }
         match recv_code(status)? {
             (Some(pid), Some(pidfd)) if pid > 0 => Ok((pid, pidfd)),
+            (Some(errno), _) if errno < 0 => Err(StartError::Io {
+                what: "the fork server could not fork a child",
+                error: std::io::Error::from_raw_os_error(-errno),
+            }),
             _ => Err(StartError::Server("it could not fork a child")),
         }
     }
@@ -251,7 +295,12 @@ impl ForkServer {
     }
 
     fn shutdown(&mut self) -> Result<Exit, StartError> {
-        drop(self.control.take());
+        // An empty message says stop: the server would also stop at end of file,
+        // but a forked copy of this program may hold the socket open.
+        if let Some(control) = self.control.take() {
+            let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+            let _ = nix::sys::socket::send(control.as_raw_fd(), &[], flags);
+        }
         if self.server.is_stopped() {
             // A stopped server reads no socket: waiting for it would be in vain.
             self.server.kill()?;
@@ -286,14 +335,18 @@ impl ServerChild {
     /// more to say so: a server that is stopped is an error, not a hang.
     pub(crate) fn exit_within(&mut self, timeout: Duration) -> Result<Option<Exit>, StartError> {
         let deadline = Instant::now().checked_add(timeout);
+        // The report, or the child's end (its pidfd), whichever comes first.
+        let either = [self.status.as_fd(), self.pidfd.as_fd()];
         let reported = readable_now(self.status.as_fd())
-            || deadline
-                .is_some_and(|d| poll_until(&[self.status.as_fd()], libc::POLLIN, d).is_some());
+            || (!readable_now(self.pidfd.as_fd())
+                && deadline.is_some_and(|d| poll_until(&either, libc::POLLIN, d) == Some(0)));
         if !reported {
             if !readable_now(self.pidfd.as_fd()) {
                 return Ok(None); // still running
             }
-            let grace = Instant::now() + KILL_GRACE;
+            // It has ended: a running server reaps it and reports within
+            // microseconds; one that does not (stopped) is not waited for long.
+            let grace = Instant::now() + REPORT_GRACE;
             if poll_until(&[self.status.as_fd()], libc::POLLIN, grace).is_none() {
                 return Err(StartError::Server(
                     "it did not report a child's exit (stopped?)",
@@ -383,9 +436,11 @@ fn trampoline<T: DeserializeOwned + Serialize>(f: usize, rx: OpaqueIpcReceiver) 
     // and again by the server to lie in the executable's code, which this child
     // (forked from the server, forked from the program) maps at the same address.
     let f = unsafe { std::mem::transmute::<*const (), fn(T) -> i32>(f as *const ()) };
-    match rx.to::<T>().try_recv_timeout(START_TIMEOUT) {
+    let value = rx.to::<T>().try_recv_timeout(START_TIMEOUT);
+    // (`rx` is closed now: the child keeps only what the value carries.)
+    match value {
         Ok(value) => f(value),
-        Err(_) => 1, // nothing came: the program is gone
+        Err(_) => 1, // nothing came: the program gave up on us, or is gone
     }
 }
 
@@ -399,6 +454,10 @@ fn readable_now(fd: BorrowedFd<'_>) -> bool {
     // SAFETY: one valid pollfd, timeout 0.
     unsafe { libc::poll(&mut pfd, 1, 0) > 0 }
 }
+
+/// How long the program waits for the server to report a child it knows has
+/// ended.
+const REPORT_GRACE: Duration = Duration::from_millis(200);
 
 /// One message of the server: an `i32` (a PID, or an exit code), maybe with an
 /// fd. `(None, None)` at end of file (the server closed the socket).
@@ -513,6 +572,11 @@ fn serve(control: OwnedFd, handoffs: IpcReceiver<Handoff>, code: &[(usize, usize
 fn server_fds(control: &OwnedFd, status: &OwnedFd, served: &[(Child, OwnedFd)]) -> Vec<RawFd> {
     let mut close: Vec<RawFd> = vec![control.as_raw_fd(), status.as_raw_fd()];
     close.extend(served.iter().map(|(_, s)| s.as_raw_fd()));
+    close.extend(
+        served
+            .iter()
+            .filter_map(|(c, _)| c.pidfd().map(|fd| fd.as_raw_fd())),
+    );
     close
 }
 
@@ -537,6 +601,8 @@ fn answer_fork(
             send_code(&status, child.pid(), pidfd);
             served.push((child, status));
         }
+        // Why, as a negative errno (0 when it was not the fork itself).
+        Err(crate::process::ProcessError::Fork(errno)) => send_code(&status, -(errno as i32), None),
         Err(_) => send_code(&status, 0, None),
     }
 }

@@ -423,7 +423,8 @@ pub struct KilledMidTask {
 impl KilledMidTask {
     /// The victim's task failed with "worker died", naming it; the others ran.
     pub fn as_python_would_wish(&self, workers: u64) -> bool {
-        let died = matches!(&self.first, Err(PoolError::WorkerDied { pid, .. }) if *pid == self.victim);
+        let died =
+            matches!(&self.first, Err(PoolError::WorkerDied { pid, .. }) if *pid == self.victim);
         died && self.others == (1..workers).map(|x| x * x).collect::<Vec<_>>()
     }
 }

@@ -224,7 +224,10 @@ fn a_worker_is_killed(lesson: &mut Lesson, pool: &Pool) -> anyhow::Result<()> {
     lesson.step("a worker killed in the middle of a task is reported and replaced");
     // Every worker gets a 300 ms task; the one running slow_square(0) is SIGKILLed.
     let k = kill_mid_task(pool)?;
-    lesson.say(format!("killed pid {} while it ran slow_square(0)", k.victim));
+    lesson.say(format!(
+        "killed pid {} while it ran slow_square(0)",
+        k.victim
+    ));
     lesson.say(format!("get() -> {}", shown(&k.first)));
     lesson.say(format!("the other tasks: {}", joined(&k.others, " ")));
     let secs = k.wall.as_secs_f64();
@@ -258,21 +261,37 @@ fn a_pool_beside_threads(lesson: &mut Lesson, ctx: &Context) -> anyhow::Result<(
     lesson.step("a pool in a program that already runs threads (rayon)");
     let rayon = rayon_pool(2)?;
     let threads = rayon.install(thread_count)?;
-    lesson.say(format!("rayon's pool is up: this process runs {threads} threads"));
-    let fork = Pool::new(2).err().map_or("a pool".into(), |e| e.to_string());
+    lesson.say(format!(
+        "rayon's pool is up: this process runs {threads} threads"
+    ));
+    let fork = Pool::new(2)
+        .err()
+        .map_or("a pool".into(), |e| e.to_string());
     lesson.say(format!("Pool::new(2) -> {fork}"));
-    lesson.check("fork refuses while threads run", fork.contains("refusing to fork"));
+    lesson.check(
+        "fork refuses while threads run",
+        fork.contains("refusing to fork"),
+    );
     let pool = ctx.pool(2)?;
     let (server, workers) = (ctx.server_pid().unwrap_or(0), pool.worker_pids());
     lesson.say(format!("Context::forkserver().pool(2): {}", pids(&workers)));
     let theirs = workers.iter().all(|&w| parent_of(w) == Some(server));
-    lesson.check(format!("the workers are children of the server, pid {server}"), theirs);
+    lesson.check(
+        format!("the workers are children of the server, pid {server}"),
+        theirs,
+    );
     let k = kill_mid_task(&pool)?;
-    lesson.say(format!("killed pid {}: get() -> {}", k.victim, shown(&k.first)));
+    lesson.say(format!(
+        "killed pid {}: get() -> {}",
+        k.victim,
+        shown(&k.first)
+    ));
     let input: Vec<u64> = (0..100).collect();
     let again = pool.map(sum_of_squares, input.iter().copied())?;
     let now = pids(&pool.worker_pids());
-    lesson.say(format!("workers now: {now}; map(sum_of_squares, range(100)) again"));
+    lesson.say(format!(
+        "workers now: {now}; map(sum_of_squares, range(100)) again"
+    ));
     let held = k.as_python_would_wish(2) && again == serial(sum_of_squares, &input);
     let claim = "under forkserver: the task failed alone, a worker was replaced, map is right";
     lesson.check(claim, held && pool.replaced() == 1);

@@ -33,6 +33,14 @@ const CASES: &[(&str, fn())] = &[
         "dropping the pool and the context leaves no worker and no server",
         || isolated(nothing_left),
     ),
+    (
+        "stop() is prompt while a forked copy of the program holds the server's socket",
+        || isolated(stop_beside_a_fork_pool),
+    ),
+    (
+        "a stopped server: a dead worker is noticed within the caller's timeout",
+        || isolated(stopped_server),
+    ),
 ];
 
 fn main() {
@@ -139,12 +147,21 @@ fn killed_server() {
     let got = res.get(Some(Duration::from_secs(30)));
     assert!(got.is_err(), "{got:?}");
     let next = pool.apply(square, 2).unwrap_err().to_string();
-    assert!(next.contains("could not be replaced: the fork server"), "{next}");
+    assert!(
+        next.contains("could not be replaced: the fork server"),
+        "{next}"
+    );
     let died = got.unwrap_err().to_string();
-    assert!(died.contains("exit code unknown: the fork server"), "{died}");
+    assert!(
+        died.contains("exit code unknown: the fork server"),
+        "{died}"
+    );
     assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
     std::thread::sleep(Duration::from_millis(100));
-    assert!(workers.iter().all(|&w| gone(w)), "a worker outlived its server");
+    assert!(
+        workers.iter().all(|&w| gone(w)),
+        "a worker outlived its server"
+    );
 }
 
 fn nothing_left() {
@@ -159,4 +176,41 @@ fn nothing_left() {
     assert!(gone(server), "the server is still there");
     assert!(workers.iter().all(|&w| gone(w)), "a worker is still there");
     assert_eq!(common::process::children_left(), vec![]);
+}
+
+fn stop_beside_a_fork_pool() {
+    let ctx = Context::forkserver().unwrap();
+    // A fork pool's workers are copies of this program: they hold the server's
+    // control socket too, so the server would never see its end of file.
+    let pool = Pool::new(2).unwrap();
+    assert_eq!(pool.map(square, vec![1, 2]).unwrap(), vec![1, 4]);
+    let server = ctx.server_pid().unwrap();
+    let t = Instant::now();
+    ctx.stop().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    assert!(gone(server));
+}
+
+fn stopped_server() {
+    let ctx = Context::forkserver().unwrap();
+    let server = ctx.server_pid().unwrap();
+    let pool = ctx.pool(2).unwrap();
+    let slow = pool.apply_async(slow_square, 3).unwrap();
+    let other = pool.apply_async(slow_square, 4).unwrap();
+    kill(Pid::from_raw(server), Signal::SIGSTOP).unwrap();
+    while common::procfs::state_of(server) != Some('T') {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    kill(Pid::from_raw(slow.worker_pids()[0]), Signal::SIGKILL).unwrap();
+    let t = Instant::now();
+    let got = slow.get(Some(Duration::from_secs(1)));
+    assert!(got.is_err(), "{got:?}");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    // The dead worker's task fails; its replacement is refused: the pool says so.
+    let err = got.unwrap_err().to_string();
+    assert!(err.contains("died"), "{err}");
+    let next = pool.apply(square, 2).unwrap_err().to_string();
+    assert!(next.contains("stopped"), "{next}");
+    let _ = other.get(Some(Duration::from_secs(1)));
+    kill(Pid::from_raw(server), Signal::SIGCONT).unwrap();
 }

@@ -89,11 +89,10 @@ impl Inner {
                 stopped_too_long = true;
             }
             let pid = w.child.pid();
-            let exit = (w.child.join().map(|e| e.to_string()))
-                .unwrap_or_else(|e| match e {
-                    PoolError::Broken(why) => format!("exit code unknown: {why}"),
-                    e => format!("exit code unknown: {e}"),
-                });
+            let exit = (w.child.join().map(|e| e.to_string())).unwrap_or_else(|e| match e {
+                PoolError::Broken(why) => format!("exit code unknown: {why}"),
+                e => format!("exit code unknown: {e}"),
+            });
             // All it sent before it died is waiting in the socket: take it in first,
             // so a result it delivered is not reported lost.
             if self.absorb_ready().is_err() {
@@ -200,8 +199,12 @@ impl Inner {
         if self.state == State::Terminated {
             return;
         }
+        // Kill them all first, then reap: each ends at once, so no one waits on
+        // another's grace.
         for w in &mut self.workers {
             w.child.kill();
+        }
+        for w in &mut self.workers {
             let _ = w.child.join();
             for route in std::mem::take(&mut w.holding) {
                 route.deliver(Err(PoolError::Terminated));

@@ -72,8 +72,8 @@ use dispatch::{Inner, State};
 pub use error::PoolError;
 pub use lifecycle::STOP_PATIENCE;
 pub use results::{AsyncResult, Imap};
-pub use start::Context;
 use results::{Inbox, gather_all, gather_one};
+pub use start::Context;
 
 /// What may cross between the parent and a worker: arguments and results are
 /// serialised, and the pool holds them past any borrow.

@@ -57,7 +57,8 @@ impl Context {
     /// before any thread starts (it is a fork itself); pools made from this
     /// context later work whatever threads the program runs by then.
     pub fn forkserver() -> Result<Context, PoolError> {
-        let server = forkserver::start().map_err(|e| PoolError::CannotStart(e.to_string()))?;
+        let server = forkserver::start()
+            .map_err(|e| PoolError::CannotStart(format!("its fork server: {e}")))?;
         Ok(Context {
             server: Some(Rc::new(server)),
         })
@@ -76,11 +77,13 @@ impl Context {
         self.server.as_ref().map(|s| s.pid())
     }
 
-    /// Stop the fork server now and reap it (it also stops when the last pool made
-    /// from this context and the context itself are dropped).
+    /// Stop the fork server now and reap it. While a pool made from this context
+    /// (or a handle of one: an `AsyncResult`, an `Imap`) still lives, the server
+    /// serves it, and stops when the last of them is dropped.
     pub fn stop(self) -> Result<(), PoolError> {
         match self.server.map(Rc::try_unwrap) {
-            Some(Ok(server)) => server.stop().map(drop).map_err(broken),
+            Some(Ok(server)) => (server.stop().map(drop))
+                .map_err(|e| PoolError::Broken(format!("the fork server did not stop: {e}"))),
             _ => Ok(()), // fork; or a pool still uses the server: it stops with it
         }
     }
