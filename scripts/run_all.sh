@@ -16,13 +16,15 @@ set -euo pipefail
 usage() {
     cat <<'EOF'
 usage: scripts/run_all.sh [--list] [--only NAME]... [--pause] [--timeout SECS]
-                          [-- LESSON-ARGS...]
+                          [--mpi] [-- LESSON-ARGS...]
 
   --list          print the lessons in course order (number, crate, question)
   --only NAME     run only this lesson (repeat for several)
   --pause         wait for Enter between lessons and between the steps of a
                   lesson (only when stdin is a terminal)
   --timeout SECS  stop a lesson that runs longer than this (default 120)
+  --mpi           then the optional epilogue, mpi-map (Pool.map on MPI), through
+                  scripts/mpi.sh: it installs Open MPI if needed (apt-get)
   -- ARGS         pass ARGS to every lesson (for example: -- --ascii)
 EOF
 }
@@ -42,6 +44,7 @@ question() {
 
 only=()
 pause=0
+mpi=0
 limit=120
 extra=()
 while (($#)); do
@@ -52,9 +55,12 @@ while (($#)); do
                 n=$((n + 1))
                 printf '%2d  %s\n      %s\n' "$n" "$name" "$(question "$name")"
             done < <(lessons)
+            printf ' +  %s\n      %s\n' mpi-map \
+                "optional, with --mpi: what does Pool.map become beyond one machine?"
             exit 0 ;;
         --only) [[ $# -ge 2 ]] || { usage >&2; exit 2; }; only+=("$2"); shift 2 ;;
         --pause) pause=1; shift ;;
+        --mpi) mpi=1; shift ;;
         --timeout)
             [[ $# -ge 2 && "$2" =~ ^[1-9][0-9]*$ ]] || { echo "--timeout takes a whole number of seconds" >&2; exit 2; }
             limit=$2; shift 2 ;;
@@ -165,6 +171,29 @@ for i in "${!selected[@]}"; do
     results+=("$result")
     times+=("$secs")
 done
+
+# The optional epilogue: a workspace of its own (mpi/), which needs Open MPI.
+if ((mpi)); then
+    printf '\n\n##### optional: mpi-map (scripts/mpi.sh) #####\n\n'
+    run_id="run_all-$$-mpi-$(date +%s%N)"
+    start=$(date +%s%N)
+    set +e
+    COURSE_RUN_ID=$run_id timeout --kill-after=5 $((limit + 600)) \
+        scripts/mpi.sh -- "${extra[@]}"
+    rc=$?
+    set -e
+    ms=$((($(date +%s%N) - start) / 1000000))
+    if ((rc == 0)); then result=ok; else result="FAILED (exit $rc)"; failed=1; fi
+    mapfile -t left < <(ours "$run_id")
+    if ((${#left[@]})); then
+        kill -KILL "${left[@]}" 2>/dev/null || true
+        result="$result, LEFT ${#left[@]} PROCESSES"; failed=1
+    fi
+    run_id=""
+    names+=("mpi-map (optional)")
+    results+=("$result")
+    times+=("$(printf '%d.%02d' $((ms / 1000)) $((ms % 1000 / 10)))")
+fi
 
 printf '\n%-26s %-32s %8s\n' lesson result seconds
 printf '%-26s %-32s %8s\n' ------ ------ -------

@@ -33,6 +33,7 @@ def serial():
     return time.perf_counter() - t
 
 
+# ANCHOR: threads_processes
 def threads():
     out = {}
     ts = [threading.Thread(target=work, args=(name, NUMBERS, out)) for name in ("square", "cube")]
@@ -56,6 +57,7 @@ def processes():
     wall = time.perf_counter() - t
     assert [p.exitcode for p in ps] == [0, 0]
     return wall
+# ANCHOR_END: threads_processes
 
 
 def nothing():

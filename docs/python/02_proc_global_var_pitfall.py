@@ -5,6 +5,7 @@ import multiprocessing as mp
 import os
 import threading
 
+# ANCHOR: global
 result = []  # the global
 
 
@@ -15,6 +16,7 @@ def square_list(numbers):
         # id() is CPython's address of the list object: the same in parent and child.
         print(f"    child  pid {os.getpid()}: result = {result} (at {id(result):#x})",
               flush=True)
+# ANCHOR_END: global
 
 
 if __name__ == "__main__":

@@ -59,12 +59,14 @@ def step_inherits():
     ino = os.fstat(f.fileno()).st_ino
     print(f"    parent: GLOBAL = {GLOBAL}; this file is open on fd {f.fileno()}")
     seen = {}
+    # ANCHOR: each_method
     for m in METHODS:
         ctx = mp.get_context(m)
         q = ctx.SimpleQueue()
         code = run_child(ctx, inherited, (f.fileno(), ino, q))
         assert code == 0, (m, code)
         seen[m] = q.get()
+    # ANCHOR_END: each_method
     f.close()
     print(f"    {'':19}{'fork':10}{'spawn':10}forkserver")
     rows = [("GLOBAL", lambda v: v[0]),

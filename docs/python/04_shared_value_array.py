@@ -32,6 +32,7 @@ def maps_line(addr):
     return ""
 
 
+# ANCHOR: add
 def add(counter, n, locked):
     for _ in range(n):
         if locked:
@@ -39,6 +40,7 @@ def add(counter, n, locked):
                 counter.value += 1
         else:
             counter.value += 1  # each get and set takes the lock; the pair does not
+# ANCHOR_END: add
 
 
 def race(n, locked):
@@ -54,10 +56,12 @@ def race(n, locked):
 if __name__ == "__main__":
     numbers = [2, 3, 8]
     print("[1] a child writes into Array('i', 3) and Value('d') in shared memory")
+    # ANCHOR: write_read
     arr, val = ctx.Array("i", 3), ctx.Value("d", 0.0)
     p = ctx.Process(target=write_squares, args=(numbers, arr, val))
     p.start(); p.join()
     print(f"    parent reads: array {arr[:]}, value {val.value}")
+    # ANCHOR_END: write_read
     shared = maps_line(ctypes.addressof(arr.get_obj()))
     print(f"    /proc/self/maps: {shared}")
     assert arr[:] == [4, 9, 64] and val.value == 5.67 and " rw-s" in shared

@@ -15,6 +15,7 @@ def increment_racy(barrier):
     counter = seen + 1
 
 
+# ANCHOR: add_many
 def add_many(n, lock=None):
     global counter
     for _ in range(n):
@@ -25,6 +26,7 @@ def add_many(n, lock=None):
             v = counter
             time.sleep(0)   # give up the GIL between read and write: widen the window
             counter = v + 1
+# ANCHOR_END: add_many
 
 
 def run_threads(target, *args):

@@ -14,6 +14,7 @@ import time
 ctx = mp.get_context("fork")
 
 
+# ANCHOR: transact
 def transact(balance, lock, delta, ops=100):
     for _ in range(ops):
         time.sleep(0.001)
@@ -26,6 +27,7 @@ def transact(balance, lock, delta, ops=100):
         balance.value = read + delta
         if lock:
             lock.release()
+# ANCHOR_END: transact
 
 
 def bank(lock):

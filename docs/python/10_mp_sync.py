@@ -139,6 +139,7 @@ def dead_party_step(parties=3):
 
 
 # [5] Condition: wait_for(items >= 3) while a producer adds items.
+# ANCHOR: condition
 def consumer(cond, items, seen):
     with cond:
         assert cond.wait_for(lambda: items.value >= 3, BOUND)
@@ -151,6 +152,7 @@ def producer(cond, items):
         with cond:
             items.value += 1
             cond.notify_all()
+# ANCHOR_END: condition
 
 
 def condition_step():

@@ -1,8 +1,8 @@
 """Twin of crates/pool-map: Pool.map and who ran what, apply, apply_async,
 map_async with a chunksize, imap, a task that raises (it fails alone), a killed
 worker (caught with a timeout: Python's Pool would wait forever, gh-66587),
-close() and join(), and what it costs: the tutorial's workload, serial vs Pool,
-and a task at chunksize 1.
+close() and join(), what it costs: the tutorial's workload, serial vs Pool,
+and a task at chunksize 1; and a forkserver pool beside a running thread.
 
 Run: python3 11_pool_map.py
      python3 11_pool_map.py --bench [--rounds N] [--quick]
@@ -16,6 +16,7 @@ import multiprocessing as mp
 import os
 import signal
 import sys
+import threading
 import time
 
 ctx = mp.get_context("fork")
@@ -112,6 +113,7 @@ def timed_cpu(fn):
 
 def lesson():
     print("[1] Pool(processes=3).map(square, [1, 2, 3, 4, 5])")
+    # ANCHOR: map_apply
     with ctx.Pool(processes=3) as pool:
         out = pool.map(square_where, [1, 2, 3, 4, 5])
         print("    workers:", ", ".join(f"pid {p.pid}" for p in pool._pool))
@@ -125,6 +127,7 @@ def lesson():
         got = res.get(timeout=5)
         print(f"    get(timeout=5) -> {got}; ready() -> {res.ready()};"
               f" successful() -> {res.successful()}")
+    # ANCHOR_END: map_apply
         try:
             pool.apply_async(slow_square, (3,)).get(timeout=0.02)
         except mp.TimeoutError:
@@ -182,6 +185,35 @@ def lesson():
               f" {t_pool * 1e3:.1f} ms: {t_serial / t_pool:.2f}x")
     print(f"    a task at chunksize 1: {t_one / len(trivial) * 1e6:.1f} us"
           f" ({len(trivial)} tasks)")
+
+    print("[8] a pool in a program that already runs threads")
+    pool_beside_a_thread()
+
+
+def parent_of(pid):
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[1])
+
+
+def pool_beside_a_thread():
+    """fork with a thread running: Python 3.12+ warns (DeprecationWarning,
+    gh-100228) and forks anyway; 3.14 made forkserver the default (gh-84559).
+    A forkserver pool's workers are the server's children, not ours."""
+    stop = threading.Event()
+    waiter = threading.Thread(target=stop.wait)
+    waiter.start()
+    print(f"    a thread is up: this process runs {threading.active_count()} threads")
+    server_ctx = mp.get_context("forkserver")
+    with server_ctx.Pool(processes=2) as pool:
+        out = pool.map(f, range(100))
+        workers = [p.pid for p in pool._pool]
+        parents = {parent_of(pid) for pid in workers}
+        print("    get_context('forkserver').Pool(2):",
+              ", ".join(f"pid {p}" for p in workers))
+        print(f"    their parent: pid {parents.pop()} (the server; we are pid {os.getpid()})")
+    assert out == [f(x) for x in range(100)]
+    stop.set()
+    waiter.join()
 
 
 def bench(rounds, quick):

@@ -3,10 +3,12 @@
 //! lesson owes (no child process left, no file descriptor leaked) and turns the
 //! result into the exit code.
 
+use std::cell::{Cell, RefCell};
 use std::fmt::Display;
 use std::io::{BufRead, IsTerminal};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use crate::process::{list_children, list_open_fds};
 use crate::timeline::Timeline;
@@ -18,6 +20,11 @@ pub struct CommonArgs {
     /// locale is not UTF-8).
     #[arg(long)]
     pub ascii: bool,
+    /// Also write each timeline as an SVG picture, DIR/<lesson>-<title>.svg (the
+    /// chart's title in lower case, words joined by '-'), the machine and the date
+    /// beneath it.
+    #[arg(long, value_name = "DIR")]
+    pub svg: Option<PathBuf>,
 }
 
 /// One lesson's run: prints as it goes, counts the claims.
@@ -29,6 +36,12 @@ pub struct Lesson {
     fds_at_start: Result<Vec<i32>, String>,
     started: Instant,
     step: usize,
+    name: String,
+    svg: Option<PathBuf>,
+    /// Whether an SVG could not be written (then the lesson ends with exit 2).
+    svg_failed: Cell<bool>,
+    /// The SVG files written so far: a second chart of the same title gets `-2`.
+    svg_names: RefCell<Vec<String>>,
 }
 
 impl Lesson {
@@ -51,6 +64,10 @@ impl Lesson {
             fds_at_start: list_open_fds().map_err(|e| e.to_string()),
             started: Instant::now(),
             step: 0,
+            name: name.to_string(),
+            svg: args.svg.clone(),
+            svg_failed: Cell::new(false),
+            svg_names: RefCell::new(Vec::new()),
         }
     }
 
@@ -116,7 +133,8 @@ impl Lesson {
         self.timeline_until(tl, title, None);
     }
 
-    /// Draw the first `until` nanoseconds of a timeline.
+    /// Draw the first `until` nanoseconds of a timeline (and under `--svg DIR`,
+    /// write the same spans as a picture).
     pub fn timeline_until(&self, tl: &Timeline, title: &str, until: Option<u64>) {
         println!();
         for line in tl
@@ -124,6 +142,36 @@ impl Lesson {
             .lines()
         {
             println!("  {line}");
+        }
+        if let Some(dir) = &self.svg {
+            let stem = format!("{}-{}", self.name, slug(title));
+            let mut names = self.svg_names.borrow_mut();
+            let same = names.iter().filter(|n| **n == stem).count();
+            let file = match same {
+                0 => format!("{stem}.svg"),
+                n => format!("{stem}-{}.svg", n + 1),
+            };
+            names.push(stem);
+            let path = dir.join(file);
+            let caption = format!(
+                "{} ({}), {}, {} UTC",
+                self.name,
+                if cfg!(debug_assertions) {
+                    "unoptimised build"
+                } else {
+                    "release build"
+                },
+                crate::bench::machine(),
+                utc_date(SystemTime::now())
+            );
+            let svg = tl.to_svg_until(&format!("{}: {title}", self.name), until, &caption);
+            match write_svg(dir, &path, &svg) {
+                Ok(()) => eprintln!("wrote {}", path.display()),
+                Err(e) => {
+                    eprintln!("error: cannot write {}: {e}", path.display());
+                    self.svg_failed.set(true);
+                }
+            }
         }
     }
 
@@ -142,6 +190,11 @@ impl Lesson {
         };
         self.check_none("no file descriptor leaked", leaked);
         let secs = self.started.elapsed().as_secs_f64();
+        if self.svg_failed.get() {
+            // Asked for pictures and could not write one: the run did not do its job.
+            println!("\nall claims checked, but an SVG could not be written ({secs:.2} s)");
+            return ExitCode::from(2);
+        }
         if self.failed.is_empty() {
             println!("\nall {} claims held ({secs:.2} s)", self.checks);
             ExitCode::SUCCESS
@@ -317,6 +370,43 @@ pub fn pause_for_enter(what: &str) {
     let _ = std::io::stdin().lock().read_line(&mut String::new());
 }
 
+/// `no lock (the start)` -> `no-lock-the-start`: a title as a file name.
+pub fn slug(title: &str) -> String {
+    let words: Vec<String> = title
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    if words.is_empty() {
+        "chart".to_string()
+    } else {
+        words.join("-")
+    }
+}
+
+fn write_svg(dir: &Path, path: &Path, svg: &str) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(path, svg)
+}
+
+/// `YYYY-MM-DD` of a time, in UTC (days to civil date, proleptic Gregorian).
+pub fn utc_date(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // Howard Hinnant's days_from_civil, inverted: eras of 400 years from 0000-03-01.
+    let z = (secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
 /// Logical CPUs this process may run on.
 pub fn cpu_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -330,4 +420,41 @@ fn locale_is_utf8() -> bool {
             let v = v.to_ascii_lowercase();
             v.contains("utf-8") || v.contains("utf8")
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn titles_become_file_names() {
+        assert_eq!(slug("no lock (the start)"), "no-lock-the-start");
+        assert_eq!(slug("Semaphore(2)"), "semaphore-2");
+        assert_eq!(slug("../ /"), "chart");
+    }
+
+    #[test]
+    fn utc_dates() {
+        let at = |secs: u64| utc_date(SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
+        assert_eq!(at(0), "1970-01-01");
+        assert_eq!(at(951_782_400), "2000-02-29");
+        assert_eq!(at(1_709_164_800), "2024-02-29");
+        assert_eq!(at(1_798_761_599), "2026-12-31");
+        assert_eq!(at(1_798_761_600), "2027-01-01");
+    }
+
+    #[test]
+    fn the_svg_flag_parses() {
+        #[derive(clap::Parser)]
+        struct Args {
+            #[command(flatten)]
+            common: CommonArgs,
+        }
+        let a = <Args as clap::Parser>::try_parse_from(["x", "--svg", "out", "--ascii"]).unwrap();
+        assert_eq!(a.common.svg.as_deref(), Some(Path::new("out")));
+        assert!(a.common.ascii);
+        let a = <Args as clap::Parser>::try_parse_from(["x"]).unwrap();
+        assert!(a.common.svg.is_none());
+    }
 }

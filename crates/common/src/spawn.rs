@@ -6,12 +6,16 @@
 //! module again, unpickles the target and its arguments from a pipe, runs it and
 //! exits. Here: `/proc/self/exe` (this very binary, even if the file on disk was
 //! replaced since) is started through `std::process::Command` with
-//! `--multiprocessing-fork <name> <fd>`; it re-enters `main`, whose first line is
-//! [`child_entry`], the Rust counterpart of `if __name__ == "__main__":`. That hook
-//! sees the marker, runs the function registered under `<name>` with the argument
-//! it reads from the socket `<fd>` (serde + postcard), writes the result back and
-//! ends with `_exit`. In the parent, `child_entry` just records the registry and
-//! returns. Everything above the hook in `main` runs again in every child.
+//! `--multiprocessing-fork <name> <parent pid>` and one end of a socket pair as its
+//! stdin; it re-enters `main`, whose first line is [`child_entry`], the Rust
+//! counterpart of `if __name__ == "__main__":`. That hook sees the marker, sets
+//! its parent-death signal, checks that its parent is the one named, moves the
+//! socket off fd 0 and puts /dev/null there (Python's children read stdin from
+//! /dev/null too), says "started" on the socket, runs the function registered
+//! under `<name>` with the argument it reads from the socket (serde + postcard),
+//! writes the result back and ends with `_exit`. In the parent, `child_entry` just
+//! records the registry and returns. Everything above the hook in `main` runs
+//! again in every child.
 //!
 //! **How the function crosses the exec.** Python pickles a function by reference,
 //! as its module and name. Here it is a name too: a [`Func`] pairs a name with a
@@ -27,11 +31,25 @@
 //! `sys.exit(n)`), 1 for a panic (its message comes back in [`Exit::panic`]), `-N`
 //! for death by signal N.
 //!
-//! **Parent death.** The child sets PR_SET_PDEATHSIG(2const) to SIGKILL between
-//! fork and exec (in a `pre_exec` hook: the setting is cleared by fork and kept
-//! across execve), then checks `getppid`, so a spawned child never outlives the
-//! program. The "parent" there is the *thread* that spawned it: spawn from the main
-//! thread, or from one that lives as long as the child.
+//! **Parent death.** The child sets PR_SET_PDEATHSIG(2const) to SIGKILL first
+//! thing in [`child_entry`], then checks `getppid` against the parent's pid on its
+//! command line (a parent that died before the prctl is not there to see), and
+//! writes a start byte on the socket; [`start`] returns only once that byte has
+//! come, so a spawned child never outlives the program, with the same one window
+//! as [`crate::fork`]'s (a child stopped before its prctl while the parent is
+//! killed; a child that does not start within [`START_TIMEOUT`] is killed and
+//! `start` fails). The "parent" there is the *thread* that spawned it: spawn from
+//! the main thread, or from one that lives as long as the child.
+//!
+//! **What a start costs.** Nothing runs in the child between fork and exec, so
+//! std starts it with posix_spawn(3), which glibc implements with a vfork-like
+//! clone (`CLONE_VM | CLONE_VFORK`): no copy of the parent's page tables, however
+//! big the parent (a `pre_exec` hook would force fork + exec). The socket crosses
+//! as the child's stdin, which posix_spawn sets with a dup2. What remains is the
+//! exec of a dynamically linked Rust binary (loading libc and libgcc_s, std's
+//! start-up), and one round trip for the start byte. Measured with `cargo bench -p
+//! start-methods`: a spawn + join costs about 1.6x `Command::new("/bin/true")`;
+//! an empty `fn main() {}` exec'd the same way already costs about 1.4x.
 //!
 //! ```no_run
 //! use common::spawn::{Func, Registry, child_entry, start};
@@ -51,10 +69,10 @@ use std::ffi::OsStr;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::marker::PhantomData;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::panic::{self, AssertUnwindSafe};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -173,8 +191,8 @@ pub fn child_entry(registry: Registry) {
         return; // the parent: go on with main
     }
     // Child: a fresh image of the program; only the lines above the hook have run.
-    let (name, fd) = (args.next(), args.next());
-    let code = match child_request(registry, name.as_deref(), fd.as_deref()) {
+    let (name, parent) = (args.next(), args.next());
+    let code = match child_request(registry, name.as_deref(), parent.as_deref()) {
         Ok((target, data)) => run_target(target, data),
         Err(why) => {
             eprintln!("error: spawned child {}: {why}", std::process::id());
@@ -182,41 +200,69 @@ pub fn child_entry(registry: Registry) {
         }
     };
     let _ = io::stdout().flush();
-    let _ = io::stderr().flush();
     exit_now(code)
 }
 
-/// Child: which function, and the socket the parent handed over across the exec.
+/// Child: protect ourselves with the parent-death signal, take the socket the
+/// parent handed over as our stdin, and say we are started; which function to run.
 fn child_request(
     registry: Registry,
     name: Option<&OsStr>,
-    fd: Option<&OsStr>,
+    parent: Option<&OsStr>,
 ) -> Result<(&'static dyn Target, OwnedFd), String> {
-    let name = name.and_then(OsStr::to_str).ok_or("no function name")?;
-    let target = find(registry, name).ok_or(format!("no function named {name}"))?;
-    let fd: RawFd = fd
+    // First the parent-death signal (execve kept none: the parent set none).
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and touches no memory.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    let parent: i32 = parent
         .and_then(OsStr::to_str)
         .and_then(|s| s.parse().ok())
-        .ok_or("no socket fd")?;
-    // 0-2 are stdin, stdout and stderr, never the socket: owning one would close it.
-    if fd <= 2 {
-        return Err(format!("fd {fd} is a standard stream, not the socket"));
+        .ok_or("no parent pid")?;
+    if nix::unistd::getppid().as_raw() != parent {
+        // The parent died before the prctl (or this command line was typed by
+        // hand): nobody waits for us, and stdin is not ours to take.
+        return Err(format!("the parent, pid {parent}, is gone"));
     }
-    // SAFETY: F_GETFD only reads the flags of an fd number; on a number that is
-    // not open it fails with EBADF, which we turn into an error.
-    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return Err(format!("fd {fd} is not open"));
-    }
-    // The number comes from argv, which `start` wrote: the one fd the parent left
-    // open across exec for this child (checked open above, and not 0-2). Only the
-    // lines above the entry hook have run in this fresh image, none naming it.
-    // SAFETY: so nothing else owns this fd: ours to own and close.
-    let data = unsafe { OwnedFd::from_raw_fd(fd) };
-    // Our own children must not inherit it.
-    nix::fcntl::fcntl(&data, nix::fcntl::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
-        .map_err(|e| e.to_string())?;
+    let name = name.and_then(OsStr::to_str).ok_or("no function name")?;
+    let target = find(registry, name).ok_or(format!("no function named {name}"))?;
+    let data = take_stdin_socket()?;
+    // Tell the parent we are protected now (`start` waits for this byte).
+    nix::unistd::write(&data, &[STARTED]).map_err(|e| format!("the parent's socket: {e}"))?;
     Ok((target, data))
 }
+
+/// Child: the parent's socket arrives as fd 0. Move it to a descriptor of its own
+/// (close-on-exec: our own children must not inherit it) and put /dev/null on
+/// stdin, as Python does for its children. A standard stream is never left
+/// closed, and anything on stdin but a socket is refused, untouched.
+fn take_stdin_socket() -> Result<OwnedFd, String> {
+    // SAFETY: an all-zero `stat` is a valid value for fstat to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes one `stat` into valid memory; fd 0 may be closed (EBADF).
+    let is_socket =
+        unsafe { libc::fstat(0, &mut st) } == 0 && st.st_mode & libc::S_IFMT == libc::S_IFSOCK;
+    if !is_socket {
+        return Err("stdin is not the parent's socket".to_string());
+    }
+    // SAFETY: fd 0 is open (fstat said so); F_DUPFD_CLOEXEC makes a new fd, >= 3.
+    let fd = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3) };
+    if fd < 0 {
+        return Err(format!(
+            "cannot keep the socket: {}",
+            io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: a fresh fd that nothing else owns: ours to own and close.
+    let data = unsafe { OwnedFd::from_raw_fd(fd) };
+    let null = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+    // SAFETY: dup2 onto fd 0 atomically replaces our copy of the socket there.
+    if unsafe { libc::dup2(null.as_raw_fd(), 0) } < 0 {
+        return Err(format!("stdin: {}", io::Error::last_os_error()));
+    }
+    Ok(data)
+}
+
+/// What a spawned child writes on its socket once its parent-death signal is set.
+const STARTED: u8 = b'+';
 
 pub(crate) fn find(registry: Registry, name: &str) -> Option<&'static dyn Target> {
     registry.iter().copied().find(|t| t.name() == name)
@@ -260,38 +306,25 @@ pub fn start<A: Serialize, R: DeserializeOwned>(
     registered(func.name)?;
     keep_children_joinable()?;
     let (mine, theirs) = pair(SockType::Stream)?;
-    let (parent, fd) = (nix::unistd::getpid().as_raw(), theirs.as_raw_fd());
+    let parent = std::process::id();
     let mut cmd = Command::new("/proc/self/exe");
     if let Some(arg0) = std::env::args_os().next() {
         cmd.arg0(arg0); // so `ps` shows the program's name, not `exe`
     }
     cmd.args([OsStr::new(MARKER), OsStr::new(func.name)])
-        .arg(fd.to_string());
-    // SAFETY: the hook runs in the forked child before exec, where only
-    // async-signal-safe calls are allowed: prctl, getppid and fcntl are, and
-    // nothing here allocates (io::Error from an errno does not).
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::getppid() != parent {
-                return Err(io::Error::from_raw_os_error(libc::ESRCH)); // parent gone
-            }
-            // Keep the child's end of the socket open across exec, in the child only.
-            if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        })
-    };
+        .arg(parent.to_string())
+        // The child's end of the socket becomes its fd 0 (dup2 clears the
+        // close-on-exec flag there, and only there). Nothing else is asked of the
+        // child before exec, so std starts it with posix_spawn(3) (a vfork: no
+        // copy of our page tables) instead of fork + exec.
+        .stdin(Stdio::from(theirs));
     let io_err = |what| move |error| StartError::Io { what, error };
     // spawn() returns once the exec has happened (or failed).
     let pid = cmd.spawn().map_err(io_err("cannot spawn"))?.id() as i32;
-    drop(theirs);
     let waiter = Waiter::Own(Child::from_spawned(pid));
     let mut started = Started::new(func.name, pid, waiter, mine);
     started.send(arg)?;
+    started.await_start()?;
     Ok(started)
 }
 
@@ -391,6 +424,26 @@ impl<R: DeserializeOwned> Started<R> {
         let _ =
             nix::sys::socket::shutdown(self.data.as_raw_fd(), nix::sys::socket::Shutdown::Write);
         Ok(())
+    }
+
+    /// Spawn only: wait (at most [`START_TIMEOUT`]) for the child's word that its
+    /// parent-death signal is set; kill it if the word does not come. End of file
+    /// instead means the child ended first (join tells how).
+    fn await_start(&mut self) -> Result<(), StartError> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let mut byte = [0u8; 1];
+            match nix::unistd::read(&self.data, &mut byte) {
+                Ok(_) => return Ok(()),
+                Err(Errno::EAGAIN | Errno::EINTR) => {
+                    if poll_until(&[self.data.as_fd()], libc::POLLIN, deadline).is_none() {
+                        self.kill();
+                        return Err(ProcessError::NotStarted { pid: self.pid }.into());
+                    }
+                }
+                Err(_) => return Ok(()), // reset by a dying child: join tells how
+            }
+        }
     }
 
     /// `Process.join()` with a bound: the outcome of a child that ends within

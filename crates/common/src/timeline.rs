@@ -269,19 +269,9 @@ impl Timeline {
         until: Option<u64>,
         width: usize,
     ) -> String {
-        let mut spans = self.spans();
-        if let Some(until) = until {
-            spans.retain(|s| s.start < until);
-            spans.iter_mut().for_each(|s| s.end = s.end.min(until));
-        }
-        let t_end = spans.iter().map(|s| s.end).max().unwrap_or(0).max(1);
+        let (spans, t_end) = self.chart_spans(until);
         let label_w = self.lanes.iter().map(|l| l.len()).max().unwrap_or(0);
-        let ids: Vec<String> = (0..self.lanes.len())
-            .map(|i| match spans.iter().find(|s| s.lane.0 == i as u32) {
-                Some(s) => format!("pid {} tid {}", s.pid, s.tid),
-                None => String::new(),
-            })
-            .collect();
+        let ids = self.lane_ids(&spans);
         let ids_w = ids.iter().map(|s| s.len()).max().unwrap_or(0);
         let pad = label_w + ids_w + 5;
         // The bars get what the labels leave of the width, never fewer than 20, and
@@ -355,6 +345,206 @@ impl Timeline {
     }
 }
 
+impl Timeline {
+    /// The spans a chart draws (cut at `until`, if given) and where its axis ends:
+    /// one list for the terminal chart and the SVG, so both show the same spans.
+    fn chart_spans(&self, until: Option<u64>) -> (Vec<Span>, u64) {
+        let mut spans = self.spans();
+        if let Some(until) = until {
+            spans.retain(|s| s.start < until);
+            spans.iter_mut().for_each(|s| s.end = s.end.min(until));
+        }
+        let t_end = spans.iter().map(|s| s.end).max().unwrap_or(0).max(1);
+        (spans, t_end)
+    }
+
+    /// `pid P tid T` of each lane's first span (empty for a lane with none).
+    fn lane_ids(&self, spans: &[Span]) -> Vec<String> {
+        (0..self.lanes.len())
+            .map(|i| match spans.iter().find(|s| s.lane.0 == i as u32) {
+                Some(s) => format!("pid {} tid {}", s.pid, s.tid),
+                None => String::new(),
+            })
+            .collect()
+    }
+
+    /// The chart as an SVG picture: one `<rect>` per span, at the same times as the
+    /// terminal chart's, lane labels, a time axis, the legend, and `caption` (say
+    /// which machine and when) beneath. Hand-written elements, no plotting library.
+    pub fn to_svg(&self, title: &str, caption: &str) -> String {
+        self.to_svg_until(title, None, caption)
+    }
+
+    /// [`Timeline::to_svg`] of the first `until` nanoseconds, as
+    /// [`Timeline::render_until`] draws them.
+    pub fn to_svg_until(&self, title: &str, until: Option<u64>, caption: &str) -> String {
+        let (spans, t_end) = self.chart_spans(until);
+        let ids = self.lane_ids(&spans);
+        // Two columns of labels, as in the terminal: the lane's name, then its ids.
+        let name_w = self
+            .lanes
+            .iter()
+            .map(|l| l.chars().count())
+            .max()
+            .unwrap_or(0);
+        let ids_w = ids.iter().map(|l| l.chars().count()).max().unwrap_or(0);
+        let ids_x = svg::PAD + (name_w + 2) as f64 * svg::CHAR_W;
+        let left = ids_x + ids_w as f64 * svg::CHAR_W + svg::PAD;
+        let plot_w = (svg::WIDTH - left - svg::PAD).max(200.0);
+        let width = left + plot_w + svg::PAD;
+        let top = 48.0; // the title, then the axis labels
+        let height = top + self.lanes.len() as f64 * svg::ROW + 56.0;
+        let x_of = |ns: u64| left + ns as f64 / t_end as f64 * plot_w;
+
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="monospace" font-size="12">"#
+        );
+        let _ = writeln!(
+            out,
+            r#"<rect width="100%" height="100%" fill="{}"/>"#,
+            svg::BACKGROUND
+        );
+        let _ = writeln!(
+            out,
+            r#"<text x="{}" y="18" font-weight="bold" font-size="14">{}</text>"#,
+            svg::PAD,
+            svg::escape(title)
+        );
+        // The time axis: a tick and a label at each round step, a faint line down.
+        let step = svg::tick_step(t_end);
+        let bottom = top + self.lanes.len() as f64 * svg::ROW;
+        let mut t = 0;
+        while t <= t_end {
+            let x = x_of(t);
+            let _ = writeln!(
+                out,
+                r##"<line x1="{x:.2}" y1="{:.0}" x2="{x:.2}" y2="{bottom:.0}" stroke="#ddd"/><text x="{x:.2}" y="{:.0}" text-anchor="middle" fill="#555">{}</text>"##,
+                top - 4.0,
+                top - 8.0,
+                if t == 0 { "0".to_string() } else { fmt_ns(t) }
+            );
+            t += step;
+        }
+        for (i, name) in self.lanes.iter().enumerate() {
+            let y = top + i as f64 * svg::ROW;
+            let _ = writeln!(
+                out,
+                r##"<text x="{}" y="{:.1}">{}</text><text x="{ids_x:.1}" y="{:.1}" fill="#555">{}</text>"##,
+                svg::PAD,
+                y + svg::ROW / 2.0 + 4.0,
+                svg::escape(name),
+                y + svg::ROW / 2.0 + 4.0,
+                svg::escape(&ids[i])
+            );
+            for s in spans.iter().filter(|s| s.lane.0 == i as u32) {
+                let (x0, x1) = (x_of(s.start), x_of(s.end));
+                let what = svg::word(s.kind);
+                let _ = writeln!(
+                    out,
+                    r#"<rect class="span {what}" x="{x0:.3}" y="{:.1}" width="{:.3}" height="{:.1}" fill="{}"><title>{}: {what} from {} to {}</title></rect>"#,
+                    y + 4.0,
+                    x1 - x0,
+                    svg::ROW - 8.0,
+                    svg::fill(s.kind),
+                    svg::escape(&self.lanes[i]),
+                    fmt_ns(s.start),
+                    fmt_ns(s.end)
+                );
+            }
+        }
+        // The legend, then the caption beneath the chart.
+        let mut x = left;
+        for kind in [Kind::Run, Kind::Wait, Kind::Hold] {
+            let text = match kind {
+                Kind::Run => "running",
+                Kind::Wait => "waiting (sleep, I/O, join, lock)",
+                Kind::Hold => "holding the lock",
+            };
+            let _ = writeln!(
+                out,
+                r#"<rect x="{x:.1}" y="{:.1}" width="12" height="12" fill="{}"/><text x="{:.1}" y="{:.1}">{text}</text>"#,
+                bottom + 10.0,
+                svg::fill(kind),
+                x + 16.0,
+                bottom + 20.0
+            );
+            x += 16.0 + text.len() as f64 * svg::CHAR_W + 24.0;
+        }
+        let _ = writeln!(
+            out,
+            r##"<text x="{}" y="{:.1}" font-size="11" fill="#555">{}</text>"##,
+            svg::PAD,
+            bottom + 44.0,
+            svg::escape(caption)
+        );
+        out.push_str("</svg>\n");
+        out
+    }
+}
+
+/// The few constants and helpers of the SVG chart.
+mod svg {
+    use super::Kind;
+
+    pub const WIDTH: f64 = 960.0;
+    pub const PAD: f64 = 12.0;
+    /// Width of a character of 12 px monospace, near enough for layout.
+    pub const CHAR_W: f64 = 7.3;
+    pub const ROW: f64 = 26.0;
+    pub const BACKGROUND: &str = "#ffffff";
+
+    /// The terminal's glyphs as colours: █ dark, ░ light, ▓ warm.
+    pub fn fill(kind: Kind) -> &'static str {
+        match kind {
+            Kind::Run => "#1f4e79",
+            Kind::Wait => "#9cc3e6",
+            Kind::Hold => "#d9822b",
+        }
+    }
+
+    pub fn word(kind: Kind) -> &'static str {
+        match kind {
+            Kind::Run => "running",
+            Kind::Wait => "waiting",
+            Kind::Hold => "holding",
+        }
+    }
+
+    /// Text made safe for SVG (XML) content and attribute values.
+    pub fn escape(text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        for c in text.chars() {
+            match c {
+                '&' => out.push_str("&amp;"),
+                '<' => out.push_str("&lt;"),
+                '>' => out.push_str("&gt;"),
+                '"' => out.push_str("&quot;"),
+                '\'' => out.push_str("&apos;"),
+                c if c.is_control() => {}
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    /// A round step (1, 2 or 5 times a power of ten ns) that puts 4 to 10 ticks
+    /// on an axis of `t_end` ns.
+    pub fn tick_step(t_end: u64) -> u64 {
+        let mut unit = 1u64;
+        loop {
+            for m in [1, 2, 5] {
+                let step = unit.saturating_mul(m);
+                if t_end / step <= 10 {
+                    return step;
+                }
+            }
+            unit = unit.saturating_mul(10);
+        }
+    }
+}
+
 /// A duration in ns as a short human string.
 pub fn fmt_ns(ns: u64) -> String {
     let d = Duration::from_nanos(ns);
@@ -372,5 +562,129 @@ pub fn fmt_duration(d: Duration) -> String {
         format!("{:.1} us", s * 1e6)
     } else {
         format!("{} ns", d.as_nanos())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A timeline with known spans: square waits 0-400 ms then runs 400-500 ms,
+    /// cube waits 100-800 ms, and a lane with nothing.
+    fn sample() -> (Timeline, [Lane; 3]) {
+        let mut tl = Timeline::new(16).unwrap();
+        let lanes = [tl.lane("square"), tl.lane("cube <&>"), tl.lane("idle")];
+        let ms = 1_000_000;
+        tl.record(lanes[0], Kind::Wait, 0, 400 * ms);
+        tl.record(lanes[0], Kind::Run, 400 * ms, 500 * ms);
+        tl.record(lanes[1], Kind::Wait, 100 * ms, 800 * ms);
+        (tl, lanes)
+    }
+
+    /// `name="value"` of an element, as a number.
+    fn attr(element: &str, name: &str) -> f64 {
+        let at = element.find(&format!(" {name}=\"")).unwrap() + name.len() + 3;
+        let rest = &element[at..];
+        rest[..rest.find('"').unwrap()].parse().unwrap()
+    }
+
+    fn span_rects(svg: &str) -> Vec<&str> {
+        svg.lines()
+            .filter(|l| l.starts_with("<rect class=\"span "))
+            .collect()
+    }
+
+    #[test]
+    fn the_svg_draws_one_rect_per_span_at_the_terminal_charts_times() {
+        let (tl, _) = sample();
+        let mut spans = tl.spans();
+        spans.sort_by_key(|s| (s.lane.0, s.start)); // the SVG draws lane by lane
+        let svg = tl.to_svg("two <threads>", "a machine, 2026-01-01 UTC");
+        let rects = span_rects(&svg);
+        assert_eq!(rects.len(), spans.len());
+        // x and width proportional to start and end, with one scale for all.
+        let (x0, w0) = (attr(rects[0], "x"), attr(rects[0], "width"));
+        let scale = w0 / (spans[0].end - spans[0].start) as f64;
+        for (r, s) in rects.iter().zip(&spans) {
+            let x = x0 + (s.start - spans[0].start) as f64 * scale;
+            let w = (s.end - s.start) as f64 * scale;
+            assert!((attr(r, "x") - x).abs() < 0.01, "{r}");
+            assert!((attr(r, "width") - w).abs() < 0.01, "{r}");
+            assert!(r.contains(&format!("class=\"span {}\"", svg::word(s.kind))));
+        }
+        // The terminal chart of the same timeline: each lane's bars start and end
+        // in the columns where its rects start and end.
+        let chart = tl.render("two threads", true, 80);
+        let rows: Vec<&str> = chart.lines().skip(1).take(3).collect();
+        let bar_at = rows[0].find("--").unwrap();
+        let cols = 80 - bar_at; // the bars' width, as render computed it
+        for (lane, row) in rows.iter().take(2).enumerate() {
+            let mine: Vec<&Span> = spans.iter().filter(|s| s.lane.0 == lane as u32).collect();
+            let first = mine.iter().map(|s| s.start).min().unwrap();
+            let last = mine.iter().map(|s| s.end).max().unwrap();
+            let t_end = spans.iter().map(|s| s.end).max().unwrap();
+            let bars = &row[bar_at..];
+            let lo = bars.find(['-', '#']).unwrap();
+            let hi = bars.rfind(['-', '#']).unwrap() + 1;
+            let col = |ns: u64| ns as f64 / t_end as f64 * cols as f64;
+            assert!((lo as f64 - col(first)).abs() <= 1.0, "{row}");
+            assert!((hi as f64 - col(last)).abs() <= 1.0, "{row}");
+        }
+        assert!(
+            rows[2].trim_end().ends_with("idle"),
+            "an empty lane: no bars"
+        );
+    }
+
+    #[test]
+    fn the_svg_cut_at_until_keeps_what_the_terminal_chart_keeps() {
+        let (tl, _) = sample();
+        let ms = 1_000_000;
+        let svg = tl.to_svg_until("the start", Some(300 * ms), "c");
+        let rects = span_rects(&svg);
+        assert_eq!(rects.len(), 2, "the run at 400 ms starts after the cut");
+        let x0 = attr(rects[0], "x");
+        let full = attr(rects[0], "width"); // square waits 0-300 ms: the whole axis
+        let cube = rects[1];
+        assert!((attr(cube, "x") - (x0 + full / 3.0)).abs() < 0.01);
+        assert!((attr(cube, "width") - full * 2.0 / 3.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn svg_text_is_escaped_and_the_picture_is_sized() {
+        let (tl, _) = sample();
+        let svg = tl.to_svg("a < b & \"c\"", "machine 'x' & <y>");
+        assert!(svg.contains("a &lt; b &amp; &quot;c&quot;"));
+        assert!(svg.contains("machine &apos;x&apos; &amp; &lt;y&gt;"));
+        assert!(svg.contains("cube &lt;&amp;&gt;"));
+        assert!(!svg.contains("<&>") && !svg.contains("< b"));
+        assert_eq!(svg::escape("tab\there\n"), "tabhere");
+        let first = svg.lines().next().unwrap();
+        assert!(first.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+        assert!(svg.trim_end().ends_with("</svg>"));
+        let (w, h) = (attr(first, "width"), attr(first, "height"));
+        assert!((900.0..=1000.0).contains(&w), "width {w}");
+        // The title, the axis, three lanes, the legend and the caption.
+        assert!((48.0 + 3.0 * svg::ROW..=48.0 + 3.0 * svg::ROW + 80.0).contains(&h));
+        // Every rect lies inside the picture.
+        for r in span_rects(&svg) {
+            assert!(attr(r, "x") >= 0.0 && attr(r, "x") + attr(r, "width") <= w);
+        }
+        assert!(
+            svg.contains(">machine &apos;x&apos;"),
+            "the caption is drawn"
+        );
+    }
+
+    #[test]
+    fn ticks_are_round_and_few() {
+        assert_eq!(svg::tick_step(800_000_000), 100_000_000);
+        assert_eq!(svg::tick_step(1_600_000_000), 200_000_000);
+        assert_eq!(svg::tick_step(45), 5);
+        assert_eq!(svg::tick_step(1), 1);
+        for t in [1, 7, 99, 12_345, 801_100_000, u64::MAX] {
+            let n = t / svg::tick_step(t);
+            assert!(n <= 10, "{t}: {n} ticks");
+        }
     }
 }

@@ -242,3 +242,160 @@ fn the_benchmarks_are_cargo_benches_with_their_figures_in_one_place() {
         }
     }
 }
+
+/// `{{#include path:anchor}}` and `{{#rustdoc_include ...}}` targets in a note.
+fn includes(line: &str) -> Vec<&str> {
+    line.match_indices("{{#")
+        .filter_map(|(at, _)| {
+            let rest = &line[at + 3..];
+            let rest = rest
+                .strip_prefix("include ")
+                .or_else(|| rest.strip_prefix("rustdoc_include "))?;
+            Some(rest[..rest.find("}}")?].trim())
+        })
+        .collect()
+}
+
+/// The book's chapters (docs/*.md): every file, sorted.
+fn book_pages() -> Vec<(String, String)> {
+    let mut pages: Vec<(String, String)> = fs::read_dir(root().join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".md"))
+        .map(|n| {
+            let text = read(&format!("docs/{n}"));
+            (n, text)
+        })
+        .collect();
+    pages.sort();
+    pages
+}
+
+#[test]
+fn no_rust_code_is_pasted_into_the_book() {
+    // Code comes from the crates by anchor, so the prose cannot quote code that no
+    // longer exists: a ```rust block holds include lines only.
+    let mut pasted = Vec::new();
+    let mut includes_seen = 0;
+    for (name, text) in book_pages() {
+        let mut block: Option<(usize, bool)> = None; // (first line, is rust)
+        for (n, line) in text.lines().enumerate() {
+            let fence = line.trim_start().starts_with("```");
+            match (&mut block, fence) {
+                (None, true) => {
+                    let lang = line.trim_start().trim_start_matches('`');
+                    let rust = lang.split([',', ' ']).next() == Some("rust");
+                    block = Some((n + 1, rust));
+                }
+                (Some(_), true) => block = None,
+                (Some((start, true)), false) if !line.trim().is_empty() => {
+                    if includes(line).is_empty() || !line.trim().starts_with("{{#") {
+                        pasted.push(format!("docs/{name}:{start}: {line}"));
+                    } else {
+                        includes_seen += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(
+        pasted.is_empty(),
+        "{} pasted Rust block line(s):\n{}",
+        pasted.len(),
+        pasted.join("\n")
+    );
+    assert!(
+        includes_seen >= lessons().len(),
+        "each lesson quotes its code"
+    );
+}
+
+#[test]
+fn every_include_in_the_book_finds_its_file_and_anchor() {
+    // mdBook includes nothing, silently, for an anchor that is not there.
+    for (name, text) in book_pages() {
+        for target in text.lines().flat_map(includes) {
+            let (path, anchor) = target.split_once(':').unwrap_or((target, ""));
+            let src = fs::read_to_string(root().join("docs").join(path))
+                .unwrap_or_else(|e| panic!("docs/{name}: {{{{#include {target}}}}}: {e}"));
+            if anchor.is_empty() || anchor.starts_with(|c: char| c.is_ascii_digit()) {
+                continue;
+            }
+            let has = |mark: &str| {
+                src.lines().any(|l| {
+                    l.split_once(mark)
+                        .is_some_and(|(_, rest)| rest.trim() == anchor)
+                })
+            };
+            assert!(
+                has("ANCHOR:") && has("ANCHOR_END:"),
+                "docs/{name}: {{{{#include {target}}}}}: no anchor '{anchor}' in {path}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_books_summary_lists_the_notes_in_course_order() {
+    let summary = read("docs/SUMMARY.md");
+    let at: Vec<usize> = lessons()
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let note = format!("({:02}-{name}.md)", i + 1);
+            summary
+                .find(&note)
+                .unwrap_or_else(|| panic!("docs/SUMMARY.md does not list {note}"))
+        })
+        .collect();
+    assert!(
+        at.windows(2).all(|w| w[0] < w[1]),
+        "SUMMARY.md out of course order"
+    );
+    assert!(summary.contains("(README.md)") && summary.contains("(benchmarks.md)"));
+    for (i, name) in lessons().iter().enumerate() {
+        let note = read(&format!("docs/{:02}-{name}.md", i + 1));
+        assert!(
+            note.starts_with(&format!("# {}. {name} ", i + 1)),
+            "docs/{:02}-{name}.md: its title is not '# {}. {name} ...'",
+            i + 1,
+            i + 1
+        );
+        assert!(
+            note.contains("<summary>Speaker notes</summary>") && note.contains("Minutes: "),
+            "docs/{:02}-{name}.md: no speaker notes with minutes",
+            i + 1
+        );
+    }
+}
+
+/// The optional epilogue, `mpi-map` (Pool.map on MPI), lives in `mpi/`, a Cargo
+/// workspace of its own that needs Open MPI: the root workspace never builds it,
+/// yet it comes after the lessons with a note, a twin and an index entry.
+#[test]
+fn the_optional_mpi_epilogue_is_outside_the_workspace_with_a_note_and_a_twin() {
+    let cargo = read("Cargo.toml");
+    assert!(
+        !cargo.contains("\"mpi/"),
+        "the root workspace must not build mpi/"
+    );
+    assert!(read("mpi/Cargo.toml").contains("[workspace]"));
+    let n = lessons().len() + 1;
+    let note = format!("{n:02}-mpi-map.md");
+    let twin = format!("python/{n:02}_mpi_map.py");
+    let text = read(&format!("docs/{note}"));
+    assert!(text.contains(&twin), "docs/{note} does not point to {twin}");
+    assert!(
+        text.contains("benchmarks.md"),
+        "docs/{note}: no benchmarks.md"
+    );
+    assert!(
+        root().join("docs").join(&twin).is_file(),
+        "missing docs/{twin}"
+    );
+    assert!(read("docs/README.md").contains(&format!("({note})")));
+    let main = read("mpi/mpi-map/src/main.rs");
+    assert!(main.starts_with("//! # mpi-map: ") && main.contains("**Expected output**"));
+    assert!(read("README.md").contains("scripts/mpi.sh"));
+}

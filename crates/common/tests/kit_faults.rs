@@ -365,7 +365,10 @@ fn no_proc_scenario() {
         Err(e) => println!("list_open_fds: {e}"),
     }
     // A lesson's closing checks fail: they could not look.
-    let args = common::output::CommonArgs { ascii: true };
+    let args = common::output::CommonArgs {
+        ascii: true,
+        svg: None,
+    };
     let lesson = common::Lesson::start("no-proc", "?", "-", &args);
     let failed = lesson.finish() == std::process::ExitCode::FAILURE;
     println!("lesson finish failed: {failed}");
@@ -507,7 +510,9 @@ fn pid_reuse_scenario() {
         .args(["-t", "proc", "proc", "/proc"])
         .status();
     assert!(status.is_ok_and(|s| s.success()), "cannot mount /proc");
-    let mut child = fork(|| 0).unwrap();
+    // The child outlives the change below: the kernel reaps only children that
+    // end while SIGCHLD is ignored, not a zombie that was already there.
+    let mut child = fork(|| std::thread::sleep(Duration::from_millis(100))).unwrap();
     let pid = child.pid();
     // From now on the kernel reaps our children itself: the PID is freed behind the
     // handle's back, as when a lesson is started with SIGCHLD ignored.

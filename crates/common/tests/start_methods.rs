@@ -6,6 +6,9 @@
 
 use std::time::Duration;
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
 use common::forkserver::{self, ForkServer};
 use common::process::{Joined, children_left, exit_now, open_fds};
 use common::spawn::{self, Func, Registry, StartError};
@@ -34,7 +37,26 @@ fn big(n: usize) -> Vec<u8> {
     vec![7; n]
 }
 
+/// What a spawned child sees of its own start: whether stdin is /dev/null (as
+/// in Python's children) and its parent-death signal.
+fn own_start(_: ()) -> (bool, i32) {
+    // SAFETY: all-zero `stat`s are valid values for fstat/stat to overwrite.
+    let (mut stdin, mut null): (libc::stat, libc::stat) = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat and stat write one `stat` each into valid memory.
+    let is_null = unsafe {
+        libc::fstat(0, &mut stdin) == 0
+            && libc::stat(c"/dev/null".as_ptr(), &mut null) == 0
+            && (stdin.st_dev, stdin.st_ino, stdin.st_rdev)
+                == (null.st_dev, null.st_ino, null.st_rdev)
+    };
+    let mut sig: libc::c_int = 0;
+    // SAFETY: PR_GET_PDEATHSIG writes one int into valid memory.
+    unsafe { libc::prctl(libc::PR_GET_PDEATHSIG, &mut sig as *mut libc::c_int) };
+    (is_null, sig)
+}
+
 static SQUARE: Func<i64, i64> = Func::new("square", square);
+static OWN_START: Func<(), (bool, i32)> = Func::new("own_start", own_start);
 static CHOSEN: Func<i32, ()> = Func::new("chosen_code", chosen_code);
 static PANICS: Func<String, ()> = Func::new("panics", panics);
 static SLEEPS: Func<u64, ()> = Func::new("sleeps", sleeps);
@@ -42,7 +64,7 @@ static BIG: Func<usize, Vec<u8>> = Func::new("big", big);
 /// Deliberately not in the registry.
 static MISSING: Func<i64, i64> = Func::new("missing", square);
 
-static TARGETS: Registry = &[&SQUARE, &CHOSEN, &PANICS, &SLEEPS, &BIG];
+static TARGETS: Registry = &[&SQUARE, &CHOSEN, &PANICS, &SLEEPS, &BIG, &OWN_START];
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -100,8 +122,20 @@ const CASES: &[Case] = &[
     ),
     ("fork: exit codes 0, 5, 1 and -9, side by side", fork_codes),
     (
+        "spawn: the child has its parent-death signal, and /dev/null on stdin",
+        spawned_own_start,
+    ),
+    (
+        "spawn: a marker command line not from its parent is refused, stdin untouched",
+        marker_by_hand,
+    ),
+    (
         "forkserver start_with: a channel end crosses; exit codes 0, 5, 1 and -9",
         start_with_codes,
+    ),
+    (
+        "forkserver start_with: a 3 MB value; a stopped server is refused at once",
+        start_with_faults,
     ),
 ];
 
@@ -354,7 +388,9 @@ fn start_with_codes() {
     let mut codes = Vec::new();
     for (n, code) in [(3, 0), (4, 5), (5, -1), (6, -2)] {
         let (tx, rx) = ipc_channel::ipc::channel::<i64>().expect("channel");
-        let mut child = server.start_with(answer, (tx, n, code)).expect("start_with");
+        let mut child = server
+            .start_with(answer, (tx, n, code))
+            .expect("start_with");
         assert_eq!(rx.recv().expect("answer"), n * n);
         if code == -2 {
             child.kill();
@@ -371,5 +407,65 @@ fn start_with_codes() {
     let f: fn(i64) -> i32 = unsafe { std::mem::transmute(heap.as_ptr()) };
     let err = server.start_with(f, 1).unwrap_err().to_string();
     assert!(err.contains("not in the executable"), "{err}");
+    server.stop().expect("stop");
+}
+
+fn spawned_own_start() {
+    let fds = open_fds();
+    let mut child = spawn::start(&OWN_START, &()).expect("start");
+    let out = child.join_within(PATIENCE).expect("join");
+    assert_eq!(out.exit.code, 0);
+    assert_eq!(out.value, Some((true, libc::SIGKILL)));
+    drop(child); // its socket
+    assert_eq!(children_left(), vec![]);
+    assert_eq!(open_fds(), fds, "fds leaked");
+}
+
+/// Run this binary with the spawn marker and `parent`, stdin from /dev/null:
+/// its exit code and stderr.
+fn by_hand(parent: u32) -> (Option<i32>, String) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([spawn::MARKER, "square", &parent.to_string()])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn marker_by_hand() {
+    // Another parent's pid: the child is not the one a parent waits for.
+    let (code, err) = by_hand(1);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("the parent, pid 1, is gone"), "{err}");
+    // Our pid, but stdin is /dev/null, not a socket: refused, not taken.
+    let (code, err) = by_hand(std::process::id());
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("stdin is not the parent's socket"), "{err}");
+}
+
+/// The length of what it was handed.
+fn length(bytes: Vec<u8>) -> i32 {
+    (bytes.len() >> 20) as i32
+}
+
+fn start_with_faults() {
+    let server = forkserver::start().expect("start");
+    // A value bigger than a socket buffer crosses while the child reads it.
+    let mut child = server.start_with(length, vec![7u8; 3 << 20]).expect("big");
+    let exit = child.join_timeout(PATIENCE).expect("join").expect("ended");
+    assert_eq!(exit.code, 3);
+    // A stopped server is refused at once, and nothing runs when it wakes.
+    kill(Pid::from_raw(server.pid()), Signal::SIGSTOP).expect("stop");
+    while common::procfs::state_of(server.pid()) != Some('T') {
+        std::thread::sleep(Duration::from_millis(1)); // the signal is on its way
+    }
+    let t = std::time::Instant::now();
+    let err = server.start_with(length, vec![]).unwrap_err().to_string();
+    assert!(err.contains("stopped"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    kill(Pid::from_raw(server.pid()), Signal::SIGCONT).expect("cont");
     server.stop().expect("stop");
 }

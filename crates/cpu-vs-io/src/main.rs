@@ -73,6 +73,7 @@ fn main() -> ExitCode {
     common::output::main(run)
 }
 
+// ANCHOR: run
 fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let tasks = args.tasks as usize;
     let mut lesson = Lesson::start(
@@ -89,6 +90,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     lesson.say("see the Python twin's figures in docs/12-cpu-vs-io.md");
     Ok(lesson.finish())
 }
+// ANCHOR_END: run
 
 /// One task of either kind.
 #[derive(Debug, Clone, Copy)]

@@ -105,6 +105,7 @@ fn main() -> ExitCode {
     common::output::main(run)
 }
 
+// ANCHOR: run
 fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let bank = Bank::new(args.ops, args.sleep_us, args.work_us)?;
     let mut lesson = Lesson::start(
@@ -124,6 +125,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     holder_dies_unnoticed(&mut lesson, &balance)?;
     Ok(lesson.finish())
 }
+// ANCHOR_END: run
 
 /// Step 1: two processes, one balance, no lock.
 fn race_without_lock(lesson: &mut Lesson, bank: &Bank) -> anyhow::Result<()> {

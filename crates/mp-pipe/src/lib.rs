@@ -96,6 +96,7 @@ pub struct Conn {
     writable: bool,
 }
 
+// ANCHOR: pipe
 /// `multiprocessing.Pipe(duplex)`: `(conn1, conn2)`. Duplex: both ends read and
 /// write (a Unix stream socket pair). `duplex=False`: `conn1` only receives and
 /// `conn2` only sends (a pipe). Both fds are close-on-exec and non-blocking.
@@ -115,6 +116,7 @@ pub fn pipe(duplex: bool) -> Result<(Conn, Conn), ConnError> {
         ))
     }
 }
+// ANCHOR_END: pipe
 
 /// A duplex pair on `SOCK_SEQPACKET`: each message is one record, and one read
 /// takes one whole record, so two readers of one end never split a message.

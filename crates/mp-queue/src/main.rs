@@ -82,6 +82,7 @@ fn main() -> std::process::ExitCode {
     common::output::main(|args| run(args).map_err(mp_queue::explain))
 }
 
+// ANCHOR: run
 fn run(args: &Args) -> Result<std::process::ExitCode> {
     check_numbers(&args.numbers, 1000, 2).map_err(anyhow::Error::msg)?;
     // ipc-channel measures its socket buffer once, lazily; make that happen now,
@@ -101,6 +102,7 @@ fn run(args: &Args) -> Result<std::process::ExitCode> {
     several_producers(&mut lesson, args.producers as u8)?;
     Ok(lesson.finish())
 }
+// ANCHOR_END: run
 
 fn process_vs_thread_queue(lesson: &mut Lesson, numbers: &[i64], squares: &[i64]) -> Result<()> {
     lesson.step("a child process puts squares on a queue; the parent gets them");

@@ -117,6 +117,7 @@ fn main() -> ExitCode {
     common::output::main(run)
 }
 
+// ANCHOR: run
 fn run(args: &Args) -> Result<ExitCode> {
     let patience = Duration::from_millis(args.patience_ms);
     let mut lesson = Lesson::start(
@@ -134,6 +135,7 @@ fn run(args: &Args) -> Result<ExitCode> {
     holder_dies(&mut lesson, patience)?;
     Ok(lesson.finish())
 }
+// ANCHOR_END: run
 
 /// Step 1: `n` processes wait for one Event; one `set()` releases them all.
 fn event_releases_all(lesson: &mut Lesson, n: u32) -> Result<()> {

@@ -94,6 +94,7 @@ fn main() -> ExitCode {
     common::output::main(run)
 }
 
+// ANCHOR: run
 fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let numbers = &args.numbers;
     check_numbers(numbers, 32, 2).map_err(anyhow::Error::msg)?;
@@ -118,6 +119,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
 
     Ok(lesson.finish())
 }
+// ANCHOR_END: run
 
 /// `square_list` from the Python twin: append each square to the global.
 fn square_list(numbers: &[i64]) {

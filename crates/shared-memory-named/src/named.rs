@@ -38,6 +38,7 @@ pub struct Segment {
 }
 
 impl Segment {
+    // ANCHOR: create_attach
     /// `SharedMemory(name, create=True, size=len)`: a new name (never an existing
     /// one: `O_EXCL`), readable and writable by this user only.
     pub fn create(name: &str, len: usize) -> anyhow::Result<Segment> {
@@ -64,6 +65,7 @@ impl Segment {
         let len = fstat(&fd).context("fstat failed")?.st_size as usize;
         Segment::map(name, fd, len)
     }
+    // ANCHOR_END: create_attach
 
     fn map(name: &str, fd: OwnedFd, len: usize) -> anyhow::Result<Segment> {
         let Some(size) = NonZeroUsize::new(len) else {

@@ -124,6 +124,7 @@ fn main() -> ExitCode {
     common::output::main(run)
 }
 
+// ANCHOR: run
 fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let plan = plan(args)?;
     let mut lesson = Lesson::start(
@@ -157,6 +158,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
 
     Ok(lesson.finish())
 }
+// ANCHOR_END: run
 
 /// Check the flags before anything is printed or mapped.
 fn plan(args: &Args) -> anyhow::Result<Plan> {

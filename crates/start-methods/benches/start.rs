@@ -1,9 +1,19 @@
 //! What one child costs to start and join under each start method, measured in one
-//! run so that the ratios are fair: a bare `fork` + `waitpid` (the floor), the
-//! kit's `common::fork` + join, a forkserver child, a spawned child (a fresh
-//! image of this binary, which runs a registered function), and
-//! `Command::new("/bin/true")` (what any exec costs, the floor under spawn).
-//! Every child does nothing: this is the price of the start itself.
+//! run so that the ratios are fair. Every child does nothing: this is the price of
+//! the start itself.
+//!
+//! - bare `fork` + `waitpid`: the floor (the child only calls `_exit`);
+//! - the kit's `common::fork(|| ())` + `join()`: everything the kit does per start
+//!   (the thread check, the report pipe, the pidfd, the parent-death handshake,
+//!   waitid, the report read at join);
+//! - the kit's fork with a value back on a pipe (`run_in_child`, what the lesson
+//!   does: the same work as a forkserver or spawned child, which answer too);
+//! - forkserver and spawn children running the registered `nothing`;
+//! - `Command::new("/bin/true")`: what any fork + exec costs, the floor under spawn.
+//!
+//! The machine is often shared, so the rows take turns: each round runs a batch of
+//! every row in order, and a row's figure is its best round (the mean of its batch
+//! in the round that was least disturbed).
 //!
 //! `cargo bench -p start-methods` (full), `cargo bench -p start-methods -- --quick`
 //! (a smoke run). The Python twin measures its three start methods with
@@ -26,42 +36,64 @@ fn main() -> std::process::ExitCode {
     common::bench::main(run)
 }
 
+type Row<'a> = (&'static str, &'a dyn Fn() -> Result<()>);
+
 fn run(args: BenchArgs) -> Result<()> {
     // Forked now, while this benchmark is single-threaded.
     let server = forkserver::start()?;
-    let starts = args.size(200, 10);
+    let (starts, rounds) = (args.size(40, 5), args.size(7, 2));
     println!("start-methods: start + join of one child that does nothing");
     println!("{}", machine());
-    println!("the mean of {starts} starts each (after one warm-up), one run");
+    println!("per row: the best of {rounds} rounds of {starts} starts (rows take turns)");
     if cfg!(debug_assertions) {
         println!("(unoptimised build: use `cargo bench`, not a debug binary)");
     }
-    let rows: [(&str, &dyn Fn() -> Result<()>); 5] = [
+    let rows: [Row; 6] = [
         ("bare fork + waitpid", &bare_fork),
-        ("kit fork + join", &|| method(Method::Fork, &server)),
+        ("kit fork + join", &kit_fork),
+        ("kit fork, value on a pipe", &|| {
+            method(Method::Fork, &server)
+        }),
         ("forkserver", &|| method(Method::Forkserver, &server)),
         ("spawn (re-exec)", &|| method(Method::Spawn, &server)),
         ("Command /bin/true", &bin_true),
     ];
-    let mut times = Vec::new();
-    for (name, f) in rows {
-        progress(name);
+    for (_, f) in &rows {
         f()?; // warm-up: page cache, the forkserver's first fork
-        let t = Instant::now();
-        for _ in 0..starts {
-            f()?;
+    }
+    let mut best = [Duration::MAX; 6];
+    for round in 0..rounds {
+        for ((name, f), best) in rows.iter().zip(&mut best) {
+            progress(&format!("round {} of {rounds}: {name}", round + 1));
+            let t = Instant::now();
+            for _ in 0..starts {
+                f()?;
+            }
+            *best = (*best).min(t.elapsed() / starts);
         }
-        times.push((name, t.elapsed() / starts));
     }
     progress_done();
+    let names = rows.map(|(name, _)| name);
     server.stop()?;
-    let floor = times[0].1.as_secs_f64();
+    let us = |i: usize| best[i].as_secs_f64() * 1e6;
     println!("\n| start + join | per child | x bare fork |");
     println!("|---|---|---|");
-    for (name, t) in &times {
-        let us = t.as_secs_f64() * 1e6;
-        println!("| {name} | {us:.0} us | {:.1}x |", t.as_secs_f64() / floor);
+    for (i, name) in names.iter().enumerate() {
+        println!("| {name} | {:.0} us | {:.2}x |", us(i), us(i) / us(0));
     }
+    println!("\nratios (same run):");
+    println!(
+        "  kit fork + join / bare fork + waitpid:  {:.2}x",
+        us(1) / us(0)
+    );
+    println!(
+        "  spawn / Command /bin/true:              {:.2}x",
+        us(4) / us(5)
+    );
+    println!(
+        "  forkserver / kit fork, value on a pipe: {:.2}x",
+        us(3) / us(2)
+    );
     Ok(())
 }
 
@@ -84,6 +116,16 @@ fn bare_fork() -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The kit's own start and join, nothing else: `join` includes reading the
+/// child's report pipe (empty: no panic).
+fn kit_fork() -> Result<()> {
+    let exit = common::fork(|| ())?.join()?;
+    if !exit.success() {
+        bail!("a kit fork child ended with {exit}");
+    }
+    Ok(())
 }
 
 fn bin_true() -> Result<()> {

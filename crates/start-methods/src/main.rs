@@ -105,6 +105,7 @@ fn main() -> ExitCode {
     common::output::main(run)
 }
 
+// ANCHOR: run
 fn run(args: &Args) -> Result<ExitCode> {
     GLOBAL.store(1, SeqCst);
     // Before any thread: the server is a fork of this process as it is now.
@@ -123,6 +124,7 @@ fn run(args: &Args) -> Result<ExitCode> {
     server.stop()?;
     Ok(lesson.finish())
 }
+// ANCHOR_END: run
 
 fn what_each_inherits(lesson: &mut Lesson, server: &ForkServer) -> Result<()> {
     lesson.step("the same child under each start method: what does it inherit?");

@@ -74,6 +74,7 @@ fn main() -> ExitCode {
     common::output::main(run)
 }
 
+// ANCHOR: run
 fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let plan = Plan::from_args(args)?;
     let mut lesson = Lesson::start(
@@ -90,6 +91,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     check_withdrawals(&mut lesson, &accounts);
     Ok(lesson.finish())
 }
+// ANCHOR_END: run
 
 /// The counting race's size, checked before anything runs.
 struct Plan {

@@ -100,6 +100,7 @@ fn main() -> ExitCode {
     common::output::main(run)
 }
 
+// ANCHOR: run
 fn run(args: &Args) -> anyhow::Result<ExitCode> {
     check_numbers(&args.numbers, 32, 3).map_err(anyhow::Error::msg)?;
     let job = Job {
@@ -133,6 +134,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
     Ok(lesson.finish())
 }
+// ANCHOR_END: run
 
 /// What both workers do, and what they must produce.
 struct Job<'a> {
