@@ -56,7 +56,7 @@ use serde::de::DeserializeOwned;
 
 use crate::process::{Child, Exit, Joined, KILL_GRACE, START_TIMEOUT, pidfd_send_signal};
 use crate::spawn::{Func, REGISTRY, StartError, Started, Waiter};
-use crate::spawn::{find, pair, poll_until, registered, run_target};
+use crate::spawn::{encode, find, pair, poll_until, registered, run_target, send_what_fits};
 
 /// The running fork server. Drop stops it (and kills its children still running).
 #[derive(Debug)]
@@ -156,13 +156,17 @@ impl ForkServer {
         let (status, status_server) = pair(SockType::SeqPacket)?;
         let fds = [data_child.as_raw_fd(), status_server.as_raw_fd()];
         let deadline = Instant::now() + START_TIMEOUT;
+        let bytes = encode(func.name(), arg)?;
         self.send_request(func.name().as_bytes(), &fds, deadline)?;
         // The server holds its own copies now (SCM_RIGHTS duplicates them).
         drop((data_child, status_server));
+        // The argument goes into the socket while the server forks: the child
+        // finds it there (what does not fit follows once it runs).
+        let early = send_what_fits(&data, &bytes);
         let (pid, pidfd) = self.answer(&status, deadline)?;
         let waiter = Waiter::Server(ServerChild { pidfd, status });
         let mut started = Started::new(func.name(), pid, waiter, data);
-        started.send(arg)?;
+        started.send_rest(&bytes, early)?;
         Ok(started)
     }
 
@@ -331,23 +335,27 @@ impl ServerChild {
     }
 
     /// The exit code the server reports, if it comes within `timeout`. Once the
-    /// child has ended (its pidfd is readable), the server gets [`KILL_GRACE`]
-    /// more to say so: a server that is stopped is an error, not a hang.
+    /// child has ended (its pidfd is readable), the server gets [`REPORT_GRACE`]
+    /// to say so: a server that is stopped is an error, not a hang.
     pub(crate) fn exit_within(&mut self, timeout: Duration) -> Result<Option<Exit>, StartError> {
         let deadline = Instant::now().checked_add(timeout);
-        // The report, or the child's end (its pidfd), whichever comes first.
-        let either = [self.status.as_fd(), self.pidfd.as_fd()];
-        let reported = readable_now(self.status.as_fd())
-            || (!readable_now(self.pidfd.as_fd())
-                && deadline.is_some_and(|d| poll_until(&either, libc::POLLIN, d) == Some(0)));
-        if !reported {
-            if !readable_now(self.pidfd.as_fd()) {
+        // Sleep on the report alone (one wake-up when it comes), in slices, and
+        // between slices look whether the child has ended without one.
+        while !readable_now(self.status.as_fd()) {
+            let now = Instant::now();
+            let ended = readable_now(self.pidfd.as_fd());
+            if !ended && deadline.is_some_and(|d| now >= d) {
                 return Ok(None); // still running
             }
-            // It has ended: a running server reaps it and reports within
-            // microseconds; one that does not (stopped) is not waited for long.
-            let grace = Instant::now() + REPORT_GRACE;
-            if poll_until(&[self.status.as_fd()], libc::POLLIN, grace).is_none() {
+            let slice = now + REPORT_GRACE;
+            let until = match deadline {
+                Some(d) if !ended => d.min(slice),
+                _ => slice,
+            };
+            let got = poll_until(&[self.status.as_fd()], libc::POLLIN, until);
+            if got.is_none() && ended {
+                // It ended a slice ago: a running server reaps and reports in
+                // microseconds; this one does not (stopped?).
                 return Err(StartError::Server(
                     "it did not report a child's exit (stopped?)",
                 ));

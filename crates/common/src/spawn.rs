@@ -392,8 +392,13 @@ impl<R: DeserializeOwned> Started<R> {
     /// Send the argument and close our sending side (the child reads to the end),
     /// within [`START_TIMEOUT`]: a stopped child is killed rather than waited for.
     pub(crate) fn send<A: Serialize>(&mut self, arg: &A) -> Result<(), StartError> {
-        let name = self.name;
-        let bytes = postcard::to_stdvec(arg).map_err(|error| StartError::Decode { name, error })?;
+        let bytes = encode(self.name, arg)?;
+        self.send_rest(&bytes, 0)
+    }
+
+    /// [`Started::send`] of an argument already encoded, of which the first
+    /// `sent` bytes are in the socket already.
+    pub(crate) fn send_rest(&mut self, bytes: &[u8], mut sent: usize) -> Result<(), StartError> {
         nix::fcntl::fcntl(
             &self.data,
             nix::fcntl::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
@@ -403,7 +408,6 @@ impl<R: DeserializeOwned> Started<R> {
             errno,
         })?;
         let deadline = Instant::now() + START_TIMEOUT;
-        let mut sent = 0;
         while sent < bytes.len() {
             match nix::sys::socket::send(
                 self.data.as_raw_fd(),
@@ -550,6 +554,17 @@ impl<R> Drop for Started<R> {
             }
         }
     }
+}
+
+/// An argument as it crosses: postcard bytes.
+pub(crate) fn encode<A: Serialize>(name: &'static str, arg: &A) -> Result<Vec<u8>, StartError> {
+    postcard::to_stdvec(arg).map_err(|error| StartError::Decode { name, error })
+}
+
+/// Send what fits into the socket's buffer now, without waiting: how much.
+pub(crate) fn send_what_fits(data: &OwnedFd, bytes: &[u8]) -> usize {
+    let flags = nix::sys::socket::MsgFlags::MSG_DONTWAIT | nix::sys::socket::MsgFlags::MSG_NOSIGNAL;
+    nix::sys::socket::send(data.as_raw_fd(), bytes, flags).unwrap_or(0)
 }
 
 /// poll(2) on `fds` for `events` until `deadline`: the index of a ready fd, or
