@@ -49,7 +49,7 @@
 //!   ✓ check: took the lock (spawn, forkserver): yes, yes (expected yes, yes)
 //!
 //! [4] what a start + join costs (best of 5...)
-//!     fork 0.39 ms   forkserver 0.54 ms   spawn 1.34 ms
+//!     fork 0.26 ms   forkserver 0.40 ms   spawn 1.06 ms
 //!   ✓ check: 15 of 15 children ran the function and exited 0
 //!
 //!   ✓ check: no child process left behind (zombie or running): none
