@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::io::{Read, Seek};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -273,7 +274,23 @@ pub fn run_mpirun(args: &[String], limit: Duration) -> anyhow::Result<Finished> 
     let out = anon_file("mpirun-stdout")?;
     let err = anon_file("mpirun-stderr")?;
     let start = Instant::now();
-    let mut child = Command::new("mpirun")
+    let parent = nix::unistd::getpid().as_raw();
+    let mut cmd = Command::new("mpirun");
+    // SAFETY: the hook runs in the forked child before exec, where only
+    // async-signal-safe calls are allowed: prctl and getppid are, and nothing here
+    // allocates (an io::Error made from an errno does not).
+    unsafe {
+        cmd.pre_exec(move || {
+            // If this process dies (even by SIGKILL), mpirun gets SIGTERM, on
+            // which it stops its ranks: the job never outlives the lesson.
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
+            if nix::unistd::getppid().as_raw() != parent {
+                return Err(nix::errno::Errno::ESRCH.into()); // the lesson is gone
+            }
+            Ok(())
+        })
+    };
+    let mut child = cmd
         .args(args)
         .env(MARKER, &mark)
         .stdin(Stdio::null())
@@ -362,6 +379,14 @@ fn marked(mark: &str) -> Vec<i32> {
                 .is_ok_and(|env| env.split(|&b| b == 0).any(|v| v == want.as_bytes()))
         })
         .collect()
+}
+
+/// A file in memory (memfd_create(2)) holding `text`: gone when its last fd closes.
+pub fn memory_file(name: &str, text: &str) -> anyhow::Result<std::fs::File> {
+    use std::io::Write;
+    let mut file = anon_file(name)?;
+    file.write_all(text.as_bytes())?;
+    Ok(file)
 }
 
 fn anon_file(name: &str) -> anyhow::Result<std::fs::File> {

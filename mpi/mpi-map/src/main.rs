@@ -53,6 +53,7 @@
 //! in one message per rank, and a rank that dies takes the whole job with it,
 //! where the course's pool fails one task and replaces the worker.
 
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -127,11 +128,17 @@ fn with_a_hostfile(lesson: &mut Lesson, given: Option<&PathBuf>, items: u64) -> 
         Some(file) => (file.clone(), None),
         None => {
             // One line per machine, `slots` ranks on each; here one machine with
-            // twice as many slots as cores, as a stand-in for two hosts.
-            let file = std::env::temp_dir().join(format!("mpi-map-hosts-{}", std::process::id()));
-            std::fs::write(&file, format!("localhost slots={}\n", 2 * cpus))
-                .with_context(|| format!("cannot write {}", file.display()))?;
-            (file.clone(), Some(RemoveOnDrop(file)))
+            // twice as many slots as cores, as a stand-in for two hosts. In memory
+            // (a memfd that mpirun opens by its /proc path): a killed lesson
+            // leaves no file behind.
+            let memfd =
+                mpi_map::memory_file("hostfile", &format!("localhost slots={}\n", 2 * cpus))?;
+            let file = PathBuf::from(format!(
+                "/proc/{}/fd/{}",
+                std::process::id(),
+                memfd.as_raw_fd()
+            ));
+            (file, Some(memfd))
         }
     };
     let text = std::fs::read_to_string(&file)
@@ -328,14 +335,5 @@ fn none_or(list: List<'_, i32>) -> String {
         "none".into()
     } else {
         list.to_string()
-    }
-}
-
-/// A file that goes when the step is done.
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
     }
 }
