@@ -523,16 +523,27 @@ fn pid_reuse_scenario() {
         assert!(Instant::now() < deadline, "child {pid} not reaped");
         std::thread::sleep(Duration::from_millis(1));
     }
-    fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).unwrap();
-    // SAFETY: single-threaded; the bystander only calls pause and _exit, both
-    // async-signal-safe.
-    let bystander = unsafe { libc::fork() };
-    if bystander == 0 {
-        // SAFETY: as above.
-        unsafe {
-            libc::pause();
-            libc::_exit(0);
+    // The PID number is freed a moment after /proc stops listing it: ask again
+    // until the bystander gets it (a wrong one is killed; the kernel reaps it).
+    let mut bystander = 0;
+    for _ in 0..200 {
+        fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).unwrap();
+        // SAFETY: single-threaded; the bystander only calls pause and _exit, both
+        // async-signal-safe.
+        bystander = unsafe { libc::fork() };
+        if bystander == 0 {
+            // SAFETY: as above.
+            unsafe {
+                libc::pause();
+                libc::_exit(0);
+            }
         }
+        if bystander == pid {
+            break;
+        }
+        // SAFETY: kill takes a pid and a signal; this bystander is ours.
+        unsafe { libc::kill(bystander, libc::SIGKILL) };
+        std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(bystander, pid, "the bystander did not get the PID");
     let _ = child.kill();
