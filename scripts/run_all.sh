@@ -117,6 +117,22 @@ names=()
 results=()
 times=()
 failed=0
+# One row of the summary. No run may leave a process behind: what is left of
+# run $run_id is named, killed, and fails the row.
+record() {
+    local name=$1 result=$2 secs=$3 left
+    mapfile -t left < <(ours "$run_id")
+    if ((${#left[@]})); then
+        echo "$name left processes behind: ${left[*]} (killed now)" >&2
+        kill -KILL "${left[@]}" 2>/dev/null || true
+        result="$result, LEFT ${#left[@]} PROCESSES"; failed=1
+    fi
+    run_id=""
+    names+=("$name")
+    results+=("$result")
+    times+=("$secs")
+}
+
 for i in "${!selected[@]}"; do
     name=${selected[$i]}
     if ((pause)) && ((i > 0)); then
@@ -159,17 +175,7 @@ for i in "${!selected[@]}"; do
     else
         result="FAILED (exit $rc)"; failed=1
     fi
-    # No lesson may leave a process behind.
-    mapfile -t left < <(ours "$run_id")
-    if ((${#left[@]})); then
-        echo "$name left processes behind: ${left[*]} (killed now)" >&2
-        kill -KILL "${left[@]}" 2>/dev/null || true
-        result="$result, LEFT ${#left[@]} PROCESSES"; failed=1
-    fi
-    run_id=""
-    names+=("$name")
-    results+=("$result")
-    times+=("$secs")
+    record "$name" "$result" "$secs"
 done
 
 # The optional epilogue: a workspace of its own (mpi/), which needs Open MPI.
@@ -184,15 +190,7 @@ if ((mpi)); then
     set -e
     ms=$((($(date +%s%N) - start) / 1000000))
     if ((rc == 0)); then result=ok; else result="FAILED (exit $rc)"; failed=1; fi
-    mapfile -t left < <(ours "$run_id")
-    if ((${#left[@]})); then
-        kill -KILL "${left[@]}" 2>/dev/null || true
-        result="$result, LEFT ${#left[@]} PROCESSES"; failed=1
-    fi
-    run_id=""
-    names+=("mpi-map (optional)")
-    results+=("$result")
-    times+=("$(printf '%d.%02d' $((ms / 1000)) $((ms % 1000 / 10)))")
+    record "mpi-map (optional)" "$result" "$(printf '%d.%02d' $((ms / 1000)) $((ms % 1000 / 10)))"
 fi
 
 printf '\n%-26s %-32s %8s\n' lesson result seconds

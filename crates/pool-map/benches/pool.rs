@@ -20,8 +20,8 @@ use std::time::Duration;
 use common::bench::{BenchArgs, machine, progress, progress_done};
 use common::output::cpu_count;
 use pool_map::{
-    Comparison, Pool, compare_all, rayon_pool, speedup_caveat, sum_of_squares, sum_of_squares_100x,
-    task_cost, time_work,
+    Comparison, Pool, compare_all, conditions, rayon_pool, speedup_caveat, sum_of_squares,
+    sum_of_squares_100x, task_cost, time_work,
 };
 
 fn main() -> std::process::ExitCode {
@@ -122,21 +122,8 @@ fn table(title: &str, c: &Comparison, cpus: usize) -> anyhow::Result<()> {
         secs(c.pool) / secs(rayon),
         secs(pool_fine) / secs(rayon)
     );
-    let pressure = c
-        .busy
-        .pressure
-        .map_or("unknown".into(), |p| format!("{:.0}%", p * 100.0));
-    println!(
-        "  ideal {}.00x on {cpus} CPUs; serial got {:.0}% of a core; CPU pressure {pressure}",
-        n.min(cpus),
-        c.busy.serial_share * 100.0
-    );
-    caveats.sort();
-    caveats.dedup();
-    for why in caveats {
-        for line in common::output::wrap(&format!("  note: {why}"), 80, "        ") {
-            println!("{line}");
-        }
+    for line in conditions(c.busy, n, cpus, caveats) {
+        println!("{line}");
     }
     Ok(())
 }

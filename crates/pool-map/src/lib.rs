@@ -205,6 +205,34 @@ pub struct Busy {
     pub pressure: Option<f64>,
 }
 
+/// The lines under a benchmark's speedup table: the ideal on this machine, the
+/// serial run's share of a core, CPU pressure, then each caveat once (wrapped at
+/// 80 columns).
+pub fn conditions(
+    busy: Busy,
+    workers: usize,
+    cpus: usize,
+    mut caveats: Vec<String>,
+) -> Vec<String> {
+    let pressure = busy
+        .pressure
+        .map_or("unknown".into(), |p| format!("{:.0}%", p * 100.0));
+    let (ideal, share) = (workers.min(cpus), busy.serial_share * 100.0);
+    let mut lines = vec![format!(
+        "  ideal {ideal}.00x on {cpus} CPUs; serial got {share:.0}% of a core; CPU pressure {pressure}"
+    )];
+    caveats.sort();
+    caveats.dedup();
+    for why in caveats {
+        lines.extend(common::output::wrap(
+            &format!("  note: {why}"),
+            80,
+            "        ",
+        ));
+    }
+    lines
+}
+
 /// Below this share of a core, the serial run was starved: the machine is busy.
 pub const BUSY_SHARE: f64 = 0.9;
 /// Above this share of the time with a task waiting for a CPU, the parallel runs

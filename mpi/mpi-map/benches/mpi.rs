@@ -17,7 +17,9 @@ use anyhow::{Context, ensure};
 use common::bench::{BenchArgs, machine, progress, progress_done};
 use common::output::cpu_count;
 use mpi_map::{Launch, ROUNDS, Report, Work, checksum, ended, run_mpirun};
-use pool_map::{Busy, Pool, cpu_pressure, default_chunksize, serial, speedup_caveat, timed};
+use pool_map::{
+    Busy, Pool, conditions, cpu_pressure, default_chunksize, serial, speedup_caveat, timed,
+};
 
 const RANK: &str = env!("CARGO_BIN_EXE_mpi-map-rank");
 
@@ -174,20 +176,7 @@ fn table(title: &str, m: &Measured, cpus: usize) {
     let whole = secs(m.mpirun) * 1e3;
     println!("  {:<34} {whole:>7.1} ms", "mpirun, start to end (one job)");
     println!("  MPI / pool {:.3}", secs(m.mpi) / secs(m.pool));
-    let pressure = m
-        .busy
-        .pressure
-        .map_or("unknown".into(), |p| format!("{:.0}%", p * 100.0));
-    println!(
-        "  ideal {}.00x on {cpus} CPUs; serial got {:.0}% of a core; CPU pressure {pressure}",
-        n.min(cpus),
-        m.busy.serial_share * 100.0
-    );
-    caveats.sort();
-    caveats.dedup();
-    for why in caveats {
-        for line in common::output::wrap(&format!("  note: {why}"), 80, "        ") {
-            println!("{line}");
-        }
+    for line in conditions(m.busy, n, cpus, caveats) {
+        println!("{line}");
     }
 }
