@@ -274,17 +274,18 @@ fn book_pages() -> Vec<(String, String)> {
 #[test]
 fn no_rust_code_is_pasted_into_the_book() {
     // Code comes from the crates by anchor, so the prose cannot quote code that no
-    // longer exists: a ```rust block holds include lines only.
+    // longer exists: a ```rust (or ```rs, ~~~rust) block holds include lines only.
     let mut pasted = Vec::new();
     let mut includes_seen = 0;
     for (name, text) in book_pages() {
         let mut block: Option<(usize, bool)> = None; // (first line, is rust)
         for (n, line) in text.lines().enumerate() {
-            let fence = line.trim_start().starts_with("```");
+            let fence = ["```", "~~~"].iter().any(|f| line.trim_start().starts_with(f));
             match (&mut block, fence) {
                 (None, true) => {
-                    let lang = line.trim_start().trim_start_matches('`');
-                    let rust = lang.split([',', ' ']).next() == Some("rust");
+                    let lang = line.trim_start().trim_start_matches(['`', '~']);
+                    let lang = lang.split([',', ' ']).next();
+                    let rust = matches!(lang, Some("rust" | "rs"));
                     block = Some((n + 1, rust));
                 }
                 (Some(_), true) => block = None,

@@ -107,3 +107,19 @@ fn under_a_thread_limit(mode: &str) -> Run {
     r.assert_clear_error("error: cannot start a thread: Resource temporarily unavailable");
     r
 }
+
+/// `--svg DIR` writes each timeline as a picture; a DIR that cannot be written is
+/// a clear error (exit 2) after the claims are reported, not a panic.
+#[test]
+fn svg_pictures_are_written_or_their_failure_is_clear() {
+    let dir = std::env::temp_dir().join(format!("tsc-svg-{}", std::process::id()));
+    let r = run(BIN, &["--svg", dir.to_str().unwrap()], LIMIT);
+    r.assert_success().assert_all_checks_held();
+    let written = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(written >= 3, "{written} pictures\n{r}");
+    // /proc takes no new directory: every picture fails, the claims still print.
+    let r = run(BIN, &["--svg", "/proc/no-such-dir"], LIMIT);
+    r.assert_clear_error("error: cannot write");
+    r.expect_lines(&["claims held", "but an SVG could not be written"]);
+}

@@ -309,15 +309,16 @@ pub fn run_mpirun(args: &[String], limit: Duration) -> anyhow::Result<Finished> 
     };
     let wall = start.elapsed();
     let Some(status) = status else {
-        // SIGTERM lets mpirun stop its ranks; whatever is left is killed below.
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
+        // SIGTERM lets mpirun stop its ranks and remove its files; SIGCONT lets
+        // a stopped mpirun act on it. Whatever is left is killed below.
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
         let _ = wait_for(&mut child, Duration::from_secs(5));
         let _ = child.kill();
         let _ = child.wait();
         let left = leftovers(&mark, Duration::ZERO);
+        remove_session_dir(pid.as_raw());
         bail!(
             "mpirun did not finish within {} s (stopped; {} processes of it killed)",
             limit.as_secs(),
@@ -325,6 +326,7 @@ pub fn run_mpirun(args: &[String], limit: Duration) -> anyhow::Result<Finished> 
         );
     };
     let left = leftovers(&mark, Duration::from_secs(2));
+    remove_session_dir(child.id() as i32);
     Ok(Finished {
         status,
         wall,
@@ -332,6 +334,18 @@ pub fn run_mpirun(args: &[String], limit: Duration) -> anyhow::Result<Finished> 
         stderr: read_all(err)?,
         left,
     })
+}
+
+/// Open MPI's session directory of the `mpirun` with this PID
+/// (`$TMPDIR/ompi.<host>.<uid>/pid.<pid>`): its `mpirun` removes it when it ends,
+/// unless it was killed (SIGKILL); then we do. Nothing if it is gone already.
+fn remove_session_dir(mpirun: i32) {
+    // The node's name without its domain, as Open MPI shortens it by default.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = host.trim().split('.').next().unwrap_or_default();
+    let uid = nix::unistd::getuid();
+    let top = std::env::temp_dir().join(format!("ompi.{host}.{uid}"));
+    let _ = std::fs::remove_dir_all(top.join(format!("pid.{mpirun}")));
 }
 
 /// Wait up to `patience` for `child` to end.

@@ -102,8 +102,10 @@ fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {
         ranks,
         hostfile: None,
     };
+    // A hostfile of yours is read now, so that a wrong one is an error before any job.
+    let yours = args.hostfile.as_ref().map(read_hostfile).transpose()?;
     let first = scatter_map_gather(&mut lesson, &local, args.items)?;
-    with_a_hostfile(&mut lesson, args.hostfile.as_ref(), args.items)?;
+    with_a_hostfile(&mut lesson, args.hostfile.as_ref().zip(yours), args.items)?;
     what_it_costs(&mut lesson, ranks, args.items, &first)?;
     a_rank_dies(&mut lesson, &local, args.items)?;
     a_worker_dies(&mut lesson)?;
@@ -122,10 +124,25 @@ fn scatter_map_gather(lesson: &mut Lesson, launch: &Launch, items: u64) -> anyho
     map_on_mpi(lesson, launch, items)
 }
 
-fn with_a_hostfile(lesson: &mut Lesson, given: Option<&PathBuf>, items: u64) -> anyhow::Result<()> {
+/// The text of a hostfile, which must name at least one slot.
+fn read_hostfile(file: &PathBuf) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the hostfile {}", file.display()))?;
+    if slots(&text) == 0 {
+        bail!("the hostfile {} names no host", file.display());
+    }
+    Ok(text)
+}
+
+fn with_a_hostfile(
+    lesson: &mut Lesson,
+    given: Option<(&PathBuf, String)>,
+    items: u64,
+) -> anyhow::Result<()> {
     let cpus = cpu_count();
-    let (file, _guard) = match given {
-        Some(file) => (file.clone(), None),
+    let yours = given.is_some();
+    let (file, _guard, text) = match given {
+        Some((file, text)) => (file.clone(), None, text),
         None => {
             // One line per machine, `slots` ranks on each; here one machine with
             // twice as many slots as cores, as a stand-in for two hosts. In memory
@@ -138,15 +155,14 @@ fn with_a_hostfile(lesson: &mut Lesson, given: Option<&PathBuf>, items: u64) -> 
                 std::process::id(),
                 memfd.as_raw_fd()
             ));
-            (file, Some(memfd))
+            let text = read_hostfile(&file)?;
+            (file, Some(memfd), text)
         }
     };
-    let text = std::fs::read_to_string(&file)
-        .with_context(|| format!("cannot read the hostfile {}", file.display()))?;
     let ranks = slots(&text);
-    let title = match given {
-        Some(_) => format!("N hosts with a hostfile: {ranks} ranks"),
-        None => format!("N hosts with a hostfile, simulated: {ranks} ranks on {cpus} CPUs"),
+    let title = match yours {
+        true => format!("N hosts with a hostfile: {ranks} ranks"),
+        false => format!("N hosts with a hostfile, simulated: {ranks} ranks on {cpus} CPUs"),
     };
     lesson.step(&title);
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -173,14 +189,21 @@ fn map_on_mpi(lesson: &mut Lesson, launch: &Launch, items: u64) -> anyhow::Resul
         lesson.say(line);
     }
     let Some(report) = Report::parse(&finished.stdout).filter(|_| finished.status.success()) else {
-        bail!(
-            "the MPI run failed ({}):\n{}",
-            ended(finished.status),
-            finished.stderr.trim_end()
-        );
+        let said = finished.stderr.trim_end();
+        let said = if said.is_empty() {
+            "(mpirun said nothing)"
+        } else {
+            said
+        };
+        bail!("the MPI run failed ({}):\n{said}", ended(finished.status));
     };
     let n = launch.ranks;
-    let mut pids: Vec<u32> = report.ranks.iter().map(|r| r.pid).collect();
+    // A process is a (host, PID) pair: two hosts may give two ranks one PID.
+    let mut pids: Vec<(&str, u32)> = report
+        .ranks
+        .iter()
+        .map(|r| (r.host.as_str(), r.pid))
+        .collect();
     pids.sort_unstable();
     pids.dedup();
     let expected = mpi_map::shares(items as usize, n);
@@ -326,7 +349,7 @@ fn slots(hostfile: &str) -> usize {
         let n = l.split_whitespace().find_map(|w| w.strip_prefix("slots="));
         n.and_then(|n| n.parse().ok()).unwrap_or(1)
     });
-    slots.sum::<usize>().max(1)
+    slots.sum::<usize>()
 }
 
 /// `none`, or the list.
