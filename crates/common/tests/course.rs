@@ -280,7 +280,9 @@ fn no_rust_code_is_pasted_into_the_book() {
     for (name, text) in book_pages() {
         let mut block: Option<(usize, bool)> = None; // (first line, is rust)
         for (n, line) in text.lines().enumerate() {
-            let fence = ["```", "~~~"].iter().any(|f| line.trim_start().starts_with(f));
+            let fence = ["```", "~~~"]
+                .iter()
+                .any(|f| line.trim_start().starts_with(f));
             match (&mut block, fence) {
                 (None, true) => {
                     let lang = line.trim_start().trim_start_matches(['`', '~']);
