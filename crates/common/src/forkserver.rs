@@ -439,10 +439,9 @@ impl Drop for Served {
 type Trampoline = fn(usize, OpaqueIpcReceiver) -> i32;
 
 fn trampoline<T: DeserializeOwned + Serialize>(f: usize, rx: OpaqueIpcReceiver) -> i32 {
-    // SAFETY: `f` is the address of an `fn(T) -> i32` taken by `start_with` for
-    // this `T` (it sends the pair together), checked by `can_run` in the program
-    // and again by the server to lie in the executable's code, which this child
-    // (forked from the server, forked from the program) maps at the same address.
+    // SAFETY: an `fn(T) -> i32` address from `start_with`, sent paired with this
+    // `T`, in the executable's code (`can_run`, checked by program and server),
+    // mapped here at the same address: server and child are forks of the program.
     let f = unsafe { std::mem::transmute::<*const (), fn(T) -> i32>(f as *const ()) };
     let value = rx.to::<T>().try_recv_timeout(START_TIMEOUT);
     // (`rx` is closed now: the child keeps only what the value carries.)
