@@ -163,6 +163,10 @@ impl ForkServer {
         // The argument goes into the socket while the server forks: the child
         // finds it there (what does not fit follows once it runs).
         let early = send_what_fits(&data, &bytes);
+        if early == bytes.len() {
+            // All of it: the child reads to the end without waiting for us.
+            let _ = nix::sys::socket::shutdown(data.as_raw_fd(), nix::sys::socket::Shutdown::Write);
+        }
         let (pid, pidfd) = self.answer(&status, deadline)?;
         let waiter = Waiter::Server(ServerChild { pidfd, status });
         let mut started = Started::new(func.name(), pid, waiter, data);

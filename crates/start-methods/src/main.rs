@@ -49,7 +49,7 @@
 //!   ✓ check: took the lock (spawn, forkserver): yes, yes (expected yes, yes)
 //!
 //! [4] what a start + join costs (best of 5...)
-//!     fork 0.26 ms   forkserver 0.40 ms   spawn 1.06 ms
+//!     fork 0.25 ms   forkserver 0.37 ms   spawn 1.04 ms
 //!     Python 3.11 here (the twin's --bench, mean of 50 starts each):
 //!     fork 2.3 ms   forkserver 7.9 ms   spawn 58 ms
 //!   ✓ check: 15 of 15 children ran the function and exited 0
