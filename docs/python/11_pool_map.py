@@ -210,6 +210,8 @@ def pool_beside_a_thread():
         parents = {parent_of(pid) for pid in workers}
         print("    get_context('forkserver').Pool(2):",
               ", ".join(f"pid {p}" for p in workers))
+        # The workers are the server's children, not ours.
+        assert len(parents) == 1 and os.getpid() not in parents, parents
         print(f"    their parent: pid {parents.pop()} (the server; we are pid {os.getpid()})")
     assert out == [f(x) for x in range(100)]
     stop.set()
