@@ -33,6 +33,7 @@ pub mod lock;
 pub mod output;
 pub mod process;
 pub mod procfs;
+mod report;
 pub mod shm;
 pub mod spawn;
 pub mod testkit;

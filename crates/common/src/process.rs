@@ -54,18 +54,17 @@
 //! back to its default action before forking.
 
 use std::fmt;
-use std::fs;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
 use nix::sys::signal::{self, Signal};
 use nix::unistd::{self, ForkResult, Pid};
 
 pub use crate::procfs::{children_left, list_children, list_open_fds, open_fds, thread_count};
+use crate::report::Report;
 
 /// What can go wrong when forking, waiting or signalling.
 #[derive(Debug, thiserror::Error)]
@@ -217,8 +216,9 @@ pub struct Child {
     /// names this child for good: signals and waits go through it, and it becomes
     /// readable when the child exits (`join_timeout` sleeps on it).
     pidfd: Option<OwnedFd>,
-    /// Read end of a pipe on which the child writes its panic message.
-    report: Option<OwnedFd>,
+    /// The child's slot of shared memory (its start word and panic message),
+    /// until it is reaped. `None` for [`Child::from_spawned`].
+    report: Option<Report>,
     exit: Option<Exit>,
 }
 
@@ -269,12 +269,12 @@ where
     // handle is not buffered", `std::io::stderr`.)
     let _ = io::stdout().flush();
 
-    let (report_r, report_w) =
-        unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(|errno| ProcessError::Sys {
-            call: "pipe2",
-            errno,
-        })?;
     let parent = unistd::getpid();
+    // The child's slot of shared memory: its start word and panic message.
+    let report = Report::new(parent.as_raw()).map_err(|errno| ProcessError::Sys {
+        call: "mmap",
+        errno,
+    })?;
 
     // SAFETY: the process is single-threaded (checked just above), so the child gets
     // a consistent copy of every lock and may call any function. The child never
@@ -289,38 +289,27 @@ where
                 // The parent died before the prctl: nobody will ever join us.
                 exit_now(1);
             }
-            // Tell the parent we are protected now (it waits for this byte). A bare
-            // write(2) of a byte on the stack: code and read-only data the child
-            // touches first cost it a page fault each (fork copies no page-table
-            // entries of file-backed mappings: Linux mm/memory.c, vma_needs_copy),
-            // and this path runs while the parent waits.
-            let started = [STARTED];
-            // SAFETY: write(2) reads one byte from a valid buffer; the fd is ours.
-            if unsafe { libc::write(report_w.as_raw_fd(), started.as_ptr().cast(), 1) } != 1 {
-                exit_now(1); // the parent gave up on us
-            }
-            drop(report_r);
-            let mut report = fs::File::from(report_w);
+            // Tell the parent we are protected now: one store into shared memory
+            // (and a futex wake if the parent went to sleep on it).
+            report.say_started();
             let code = match panic::catch_unwind(AssertUnwindSafe(f)) {
                 Ok(result) => result.exit_code(),
                 Err(payload) => {
-                    let msg = panic_message(&*payload);
-                    let _ = report.write_all(&msg.as_bytes()[..msg.len().min(4000)]);
+                    report.write_message(&panic_message(&*payload));
                     1
                 }
             };
             // Only the child's own output can be buffered here: the parent's was
             // flushed before the fork (and stderr has no buffer).
             let _ = io::stdout().flush();
+            // `report` is not dropped: its slot is the parent's to give back.
             exit_now(code)
         }
         ForkResult::Parent { child } => {
-            // Parent: close the write end, so only the child holds it.
-            drop(report_w);
             let mut child = Child {
                 pid: child,
                 pidfd: pidfd_open(child),
-                report: Some(report_r),
+                report: Some(report),
                 exit: None,
             };
             child.await_start()?;
@@ -328,9 +317,6 @@ where
         }
     }
 }
-
-/// What the child writes on the report pipe once its parent-death signal is set.
-const STARTED: u8 = b'+';
 
 impl Child {
     /// The child's process ID.
@@ -436,42 +422,62 @@ impl Child {
     /// Wait (at most [`START_TIMEOUT`]) for the child's word that its parent-death
     /// signal is set; kill and reap it if it does not come.
     fn await_start(&mut self) -> Result<(), ProcessError> {
-        let fd = self
-            .report
-            .as_ref()
-            .expect("the report pipe is open until reaped");
+        let Some(report) = &self.report else {
+            return Ok(());
+        };
         let start = Instant::now();
         let deadline = start + START_TIMEOUT;
         loop {
-            let mut byte = [0u8; 1];
-            match unistd::read(fd, &mut byte) {
-                // The word, or end of file: the child ended before saying it (it
-                // saw its parent gone, or was killed); `join` tells how.
-                Ok(_) => return Ok(()),
-                Err(Errno::EAGAIN | Errno::EINTR) => {}
-                Err(errno) => {
-                    return Err(ProcessError::Sys {
-                        call: "read",
-                        errno,
-                    });
-                }
+            if report.started() {
+                return Ok(());
             }
             let now = Instant::now();
             if now - start < START_SPIN {
-                // The word comes within microseconds: ask again rather than sleep
-                // in poll, whose wake-up (another CPU, woken from idle) costs more
+                // The word comes within microseconds: look again rather than
+                // sleep, whose wake-up (another CPU, woken from idle) costs more
                 // than the wait. sched_yield lets the child run first if it waits
                 // for this CPU.
                 // SAFETY: sched_yield takes no arguments.
                 unsafe { libc::sched_yield() };
                 continue;
             }
+            if self.has_ended()? {
+                // It ended before saying it (it saw its parent gone, or was
+                // killed): `join` tells how.
+                return Ok(());
+            }
             let left = deadline.saturating_duration_since(now);
             if left.is_zero() {
                 self.kill_and_reap()?;
                 return Err(ProcessError::NotStarted { pid: self.pid() });
             }
-            wait_readable(fd, left);
+            // Woken by the child's word; every 10 ms, see whether it died.
+            report.sleep_until_started(left.min(Duration::from_millis(10)));
+        }
+    }
+
+    /// Whether the child has ended, without reaping it (`WNOWAIT`).
+    fn has_ended(&self) -> Result<bool, ProcessError> {
+        // SAFETY: an all-zero siginfo_t is valid (si_pid 0 means "still running").
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+        // SAFETY: waitid writes one siginfo_t into valid memory.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                self.pid.as_raw() as libc::id_t,
+                &mut info,
+                flags,
+            )
+        };
+        match Errno::result(r) {
+            // SAFETY: waitid filled in a SIGCHLD siginfo_t, or left it zeroed.
+            Ok(_) => Ok(unsafe { info.si_pid() } != 0),
+            Err(Errno::EINTR) => Ok(false),
+            Err(errno) => Err(ProcessError::Sys {
+                call: "waitid",
+                errno,
+            }),
         }
     }
 
@@ -554,16 +560,11 @@ impl Child {
         } else {
             -status
         };
-        let mut exit = Exit { code, panic: None };
-        if let Some(fd) = self.report.take() {
-            // Non-blocking read: the child wrote before it died, so whatever it said is
-            // in the pipe now; a grandchild holding the write end cannot make us wait.
-            // Lossy: the message was cut at 4000 bytes, maybe inside a character.
-            let msg = read_available(&fd);
-            if !msg.is_empty() {
-                exit.panic = Some(String::from_utf8_lossy(&msg).into_owned());
-            }
-        }
+        // The child wrote its message before it died; once it is reaped nobody
+        // writes to the slot, which goes back to the arena here. Lossy: the
+        // message was cut at 4000 bytes, maybe inside a character.
+        let panic = self.report.take().and_then(|r| r.message(pid));
+        let exit = Exit { code, panic };
         self.pidfd = None;
         self.exit = Some(exit);
         Ok(())
@@ -574,6 +575,11 @@ impl Drop for Child {
     fn drop(&mut self) {
         if self.exit.is_none() {
             let _ = self.kill_and_reap();
+        }
+        if let Some(report) = self.report.take() {
+            // Not reaped (it would not die): it may still write to its slot, which
+            // must never go to another child.
+            std::mem::forget(report);
         }
     }
 }
@@ -587,16 +593,44 @@ pub enum Joined {
     Killed(Exit),
 }
 
-/// A thread that was just joined may still be listed for a moment while the kernel
-/// finishes its exit; give it up to 100 ms before calling the process multithreaded.
+/// How many threads this process runs (1, or the count `/proc` gives). A thread
+/// that was just joined may still be counted for a moment while the kernel
+/// finishes its exit; give it up to 100 ms before calling the process
+/// multithreaded.
 fn wait_until_single_threaded() -> Result<usize, ProcessError> {
     let deadline = Instant::now() + Duration::from_millis(100);
     loop {
-        let n = thread_count()?;
-        if n <= 1 || Instant::now() >= deadline {
-            return Ok(n);
+        let alone = match single_threaded() {
+            Some(alone) => alone,
+            None => thread_count()? <= 1,
+        };
+        if alone {
+            return Ok(1);
+        }
+        if Instant::now() >= deadline {
+            // For the message: how many. At least 2, whatever /proc says now.
+            return Ok(thread_count().unwrap_or(2).max(2));
         }
         std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Whether this process runs a single thread, asked of the kernel in one system
+/// call: `unshare(CLONE_THREAD)` succeeds, and changes nothing, when the caller's
+/// thread group holds no other thread, and fails with EINVAL when it does
+/// (unshare(2), ERRORS: "CLONE_THREAD, CLONE_SIGHAND, or CLONE_VM was specified
+/// in flags, and the caller is multithreaded"; Linux kernel/fork.c,
+/// check_unshare_flags). About 0.2 us, where counting `/proc/self/task` costs 5 us
+/// and more right after a fork. `None` where unshare(2) is not allowed (a
+/// seccomp filter returning EPERM, as container runtimes' default profiles do):
+/// the caller then counts `/proc/self/task`.
+fn single_threaded() -> Option<bool> {
+    // SAFETY: unshare(CLONE_THREAD) takes a flag word; in a single-threaded
+    // process it has nothing to unshare and changes nothing.
+    match Errno::result(unsafe { libc::unshare(libc::CLONE_THREAD) }) {
+        Ok(_) => Some(true),
+        Err(Errno::EINVAL) => Some(false),
+        Err(_) => None,
     }
 }
 
@@ -652,21 +686,6 @@ pub(crate) fn pidfd_send_signal(fd: &OwnedFd, sig: Signal) -> Result<(), Errno> 
         )
     };
     Errno::result(r).map(drop)
-}
-
-/// Everything a non-blocking pipe holds now, up to end of file or EAGAIN: plain
-/// read(2)s (`File::read_to_end` would first ask fstat and lseek for a size).
-fn read_available(fd: &OwnedFd) -> Vec<u8> {
-    let mut msg = Vec::new();
-    let mut buf = [0u8; 512];
-    loop {
-        match unistd::read(fd, &mut buf) {
-            Ok(0) => return msg,
-            Ok(n) => msg.extend_from_slice(&buf[..n]),
-            Err(Errno::EINTR) => {}
-            Err(_) => return msg, // EAGAIN: a grandchild holds the write end
-        }
-    }
 }
 
 fn wait_readable(fd: &OwnedFd, timeout: Duration) {

@@ -22,6 +22,10 @@ const CASES: &[Case] = &[
         "exit code: a panic gives 1 and its message",
         panic_gives_one,
     ),
+    (
+        "100 children alive at once: each panic message comes back to its own",
+        many_panic_messages,
+    ),
     ("exit code: an Err result gives 1", err_gives_one),
     ("exit code: SIGKILL gives -9", sigkill_gives_minus_nine),
     (
@@ -107,6 +111,36 @@ fn panic_gives_one() {
     assert_eq!(exit.code, 1);
     assert_eq!(exit.panic.as_deref(), Some("the child gives up"));
     assert!(exit.to_string().contains("panicked: the child gives up"));
+}
+
+/// More children than the kit's arena has slots (64): the rest get pages of
+/// their own. Twice, so that the second round reuses the slots the first gave
+/// back. A long message is cut at 4000 bytes.
+fn many_panic_messages() {
+    for round in 0..2 {
+        let children: Vec<_> = (0..100)
+            .map(|i| {
+                fork(move || -> () {
+                    std::panic::set_hook(Box::new(|_| {}));
+                    if i == 99 {
+                        panic!("{}", "x".repeat(5000));
+                    }
+                    panic!("round {round}, child {i}")
+                })
+                .unwrap()
+            })
+            .collect();
+        for (i, mut child) in children.into_iter().enumerate() {
+            let exit = child.join().unwrap();
+            assert_eq!(exit.code, 1);
+            let msg = exit.panic.unwrap();
+            if i == 99 {
+                assert_eq!(msg, "x".repeat(4000));
+            } else {
+                assert_eq!(msg, format!("round {round}, child {i}"));
+            }
+        }
+    }
 }
 
 fn err_gives_one() {

@@ -35,8 +35,12 @@ const CASES: &[Case] = &[
     ("huge sizes are a clear error, never a wrap", huge_sizes),
     ("huge timeouts wait, never panic", huge_timeouts),
     (
-        "without /proc: fork refuses, the leak checks cannot pass",
+        "without /proc: fork asks the kernel, the leak checks cannot pass",
         without_proc,
+    ),
+    (
+        "unshare(2) blocked: fork counts /proc; without /proc it refuses",
+        unshare_blocked,
     ),
     (
         "a child stopped before its parent-death signal is not left behind",
@@ -67,6 +71,7 @@ const CASES: &[Case] = &[
 fn main() {
     match std::env::var("KIT_FAULTS_SCENARIO").as_deref() {
         Ok("no-proc") => no_proc_scenario(),
+        Ok("unshare-blocked") => unshare_blocked_scenario(),
         Ok("stop-before-pdeathsig") => stop_before_pdeathsig_scenario(),
         Ok("die-after-fork") => die_after_fork_scenario(),
         Ok("sigchld-ignored") => sigchld_ignored_scenario(),
@@ -323,7 +328,11 @@ fn without_proc() {
     };
     assert_eq!(run.code, Some(0), "{}", run.out);
     for line in [
-        "fork: refused: cannot read /proc",
+        // unshare(CLONE_THREAD) says the process is alone: no need for /proc.
+        "fork: ran, exitcode 0",
+        "fork, beside a thread: refused: refusing to fork: this process runs 2 threads",
+        // With unshare blocked, only /proc could say: fork refuses, never guesses.
+        "fork, unshare blocked: refused: cannot read /proc",
         "children_left: panicked",
         "open_fds: panicked",
         "list_children: cannot read /proc",
@@ -342,10 +351,14 @@ fn no_proc_scenario() {
         .args(["-t", "tmpfs", "none", "/proc"])
         .status();
     assert!(status.is_ok_and(|s| s.success()), "cannot hide /proc");
-    match fork(|| 0) {
-        Ok(mut c) => println!("fork: ran, {}", c.join().unwrap()),
-        Err(e) => println!("fork: refused: {e}"),
-    }
+    try_fork("fork");
+    let (stop, parked) = mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || parked.recv());
+    try_fork("fork, beside a thread");
+    drop(stop);
+    let _ = thread.join();
+    block_unshare();
+    try_fork("fork, unshare blocked");
     quiet_panics();
     for (name, f) in [
         ("children_left", (|| drop(children_left())) as fn()),
@@ -372,6 +385,72 @@ fn no_proc_scenario() {
     let lesson = common::Lesson::start("no-proc", "?", "-", &args);
     let failed = lesson.finish() == std::process::ExitCode::FAILURE;
     println!("lesson finish failed: {failed}");
+}
+
+fn unshare_blocked() {
+    let run = scenario("unshare-blocked", &[], false).expect("the scenario runs");
+    assert_eq!(run.code, Some(0), "{}", run.out);
+    for line in [
+        "fork: ran, exitcode 0",
+        "fork, beside a thread: refused: refusing to fork: this process runs 2 threads",
+    ] {
+        assert!(run.out.contains(line), "no {line:?} in\n{}", run.out);
+    }
+}
+
+fn unshare_blocked_scenario() {
+    block_unshare();
+    try_fork("fork");
+    let (stop, parked) = mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || parked.recv());
+    try_fork("fork, beside a thread");
+    drop(stop);
+    let _ = thread.join();
+}
+
+fn try_fork(what: &str) {
+    match fork(|| 0) {
+        Ok(mut c) => println!("{what}: ran, {}", c.join().unwrap()),
+        Err(e) => println!("{what}: refused: {e}"),
+    }
+}
+
+/// Make unshare(2) fail with EPERM from now on, as a container runtime's seccomp
+/// profile does: a classic BPF filter on the system call number.
+fn block_unshare() {
+    use libc::{BPF_ABS, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W};
+    let stmt = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let filter = [
+        stmt(BPF_LD | BPF_W | BPF_ABS, 0), // seccomp_data.nr
+        libc::sock_filter {
+            code: (BPF_JMP | BPF_JEQ | BPF_K) as u16,
+            jt: 0,
+            jf: 1,
+            k: libc::SYS_unshare as u32,
+        },
+        stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
+        stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_ALLOW),
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr().cast_mut(),
+    };
+    // SAFETY: prctl with plain flags; PR_SET_SECCOMP reads the filter program,
+    // which outlives the call (the kernel copies it).
+    unsafe {
+        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+        assert_eq!(
+            libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog),
+            0,
+            "cannot install a seccomp filter"
+        );
+        assert_eq!(libc::unshare(libc::CLONE_THREAD), -1, "unshare not blocked");
+    }
 }
 
 /// Silence the default panic message: the panics that follow are expected.
