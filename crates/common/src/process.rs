@@ -17,11 +17,13 @@
 //! Forking is refused when the process runs more than one thread: the child would
 //! get a copy of every lock those threads held (the allocator's, stdout's, yours)
 //! and nobody to release them (fork(2): after a fork in a multithreaded program the
-//! child "can safely call only async-signal-safe functions"). The thread count comes
-//! from `/proc/self/task` (one entry per thread); without a readable /proc, `fork`
-//! refuses ([`ProcessError::NoProc`]) rather than guess, and so do
-//! [`list_children`] and [`list_open_fds`], which the "nothing left behind" checks
-//! use.
+//! child "can safely call only async-signal-safe functions"). The kernel is asked
+//! with `unshare(CLONE_THREAD)`, which fails with EINVAL in a multithreaded
+//! process and does nothing in a single-threaded one. Where a seccomp filter
+//! forbids unshare(2), the threads are counted in `/proc/self/task` (one entry per
+//! thread); without a readable /proc as well, `fork` refuses
+//! ([`ProcessError::NoProc`]) rather than guess, and so do [`list_children`] and
+//! [`list_open_fds`], which the "nothing left behind" checks use.
 //!
 //! **Signals go through a pidfd.** The kit signals a child through its pidfd
 //! (pidfd_send_signal(2)), which names that process and no other, even once its PID
@@ -29,23 +31,28 @@
 //!
 //! **What one start does, and what it costs.** Measured with `cargo bench -p
 //! start-methods` (2 CPUs, Linux 6.18), the kit's fork + join of a child that does
-//! nothing costs about 1.4x a bare `fork` + `waitpid` (about 190 us against 135
+//! nothing costs about 1.15x a bare `fork` + `waitpid` (about 155 us against 135
 //! us, most of both being the kernel copying page tables and tearing the child
 //! down). Per start, in order:
 //!
-//! 1. count the threads: `open` + `getdents64` of `/proc/self/task` into a stack
-//!    buffer (about 5 us);
+//! 1. ask whether other threads run: one `unshare(CLONE_THREAD)` (0.2 us);
 //! 2. SIGCHLD: one `rt_sigaction` query (a second call only if it was ignored);
 //! 3. flush stdout (stderr has no buffer);
-//! 4. `pipe2` for the report pipe, then `fork`;
-//! 5. child: `prctl(PR_SET_PDEATHSIG)`, `getppid`, one `write` of the start
-//!    byte, then the closure;
-//! 6. parent: `pidfd_open`, then the handshake: it asks the pipe for the start
-//!    byte, yielding the CPU in between (`sched_yield`), for up to 200 us, and only
-//!    then sleeps in `poll` (a sleep costs a wake-up: tens of microseconds on an
-//!    idle virtual CPU, more than the child needs);
-//! 7. join: `waitid` on the pidfd, then plain `read`s of the report pipe (empty
-//!    unless the child panicked), and two `close`s.
+//! 4. take a slot of shared memory for the child's start word and panic message
+//!    (no system call: one arena per process, mapped once), then `fork`;
+//! 5. child: `prctl(PR_SET_PDEATHSIG)`, `getppid`, one store to the start word,
+//!    then the closure;
+//! 6. parent: `pidfd_open`, then the handshake: it looks at the start word,
+//!    yielding the CPU in between (`sched_yield`), for up to 200 us, and only
+//!    then sleeps on it with futex(2) (a sleep costs a wake-up: tens of
+//!    microseconds on an idle virtual CPU, more than the child needs);
+//! 7. join: `waitid` on the pidfd, the panic message (if any) read from the
+//!    slot, which goes back to the arena, and one `close`.
+//!
+//! A pipe per child did the same before, for about 20 us more per start:
+//! `pipe2`, a `write`, `read`s, two `close`s, and a wake-up on a pipe event.
+//! Counting `/proc/self/task` (`open`, two `getdents64`, `close`) cost about 10
+//! us more than `unshare`, right after a fork.
 //!
 //! **SIGCHLD must not be ignored.** With SIGCHLD set to `SIG_IGN` (or
 //! `SA_NOCLDWAIT`), the kernel reaps children itself: there is no exit code to join
@@ -233,10 +240,10 @@ pub struct Child {
 ///
 /// **The parent-death signal, and its one window.** PR_SET_PDEATHSIG(2const) can
 /// only be set by the child, after the fork. So `fork` does not return until the
-/// child has set it and said so on a pipe (the first thing the child does): once
+/// child has set it and said so in shared memory (the first thing the child does): once
 /// `fork` returns `Ok`, the child dies with its parent, however the parent ends.
 /// The wait is short: the parent asks again and again for up to 200 us, yielding
-/// the CPU, before it sleeps in poll(2). A child that does not say so within
+/// the CPU, before it sleeps on the word (futex(2)). A child that does not say so within
 /// [`START_TIMEOUT`] (stopped by SIGSTOP before it could) is killed and reaped,
 /// and `fork` returns [`ProcessError::NotStarted`]. What remains: if the parent is
 /// itself killed *during* that wait while the child is stopped before its prctl,

@@ -18,10 +18,12 @@ use crate::process::ProcessError;
 /// a directory with "one subdirectory for each thread in the process" (proc(5),
 /// `/proc/[pid]/task`).
 ///
-/// [`crate::fork`] asks before every fork, so this is the cheap way: one
-/// `open` and a `getdents64` into a buffer on the stack, no allocation (about
-/// 5 us, where reading `Threads:` from `/proc/self/status` costs about 18 us: the
-/// kernel formats some fifty lines for it).
+/// [`crate::fork`] asks the kernel with `unshare(CLONE_THREAD)` first and
+/// counts here only where a seccomp filter forbids that (and for its refusal's
+/// message), so this is the cheap way: one `open` and a `getdents64` into a
+/// buffer on the stack, no allocation (about 5 us, where reading `Threads:` from
+/// `/proc/self/status` costs about 18 us: the kernel formats some fifty lines for
+/// it).
 pub fn thread_count() -> Result<usize, ProcessError> {
     let path = "/proc/self/task";
     let no_proc = |error| ProcessError::NoProc {

@@ -433,7 +433,10 @@ fn block_unshare() {
             jf: 1,
             k: libc::SYS_unshare as u32,
         },
-        stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
+        stmt(
+            BPF_RET | BPF_K,
+            libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+        ),
         stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_ALLOW),
     ];
     let prog = libc::sock_fprog {

@@ -149,7 +149,7 @@ fn a_child_stopped_mid_transfer_is_a_clear_error_within_the_bound() {
 
 #[test]
 fn a_low_open_file_limit_is_a_clear_error() {
-    let r = run_limited(BIN, "ulimit -n 7", &[], LIMIT);
+    let r = run_limited(BIN, "ulimit -n 6", &[], LIMIT);
     assert_eq!(r.code, Some(2), "{r}");
     assert!(r.stderr.starts_with("error: "), "{r}");
     assert!(r.stderr.contains("ulimit -n"), "{r}");

@@ -4,8 +4,8 @@
 //!
 //! - bare `fork` + `waitpid`: the floor (the child only calls `_exit`);
 //! - the kit's `common::fork(|| ())` + `join()`: everything the kit does per start
-//!   (the thread check, the report pipe, the pidfd, the parent-death handshake,
-//!   waitid, the report read at join);
+//!   (the thread check, the start word and panic slot in shared memory, the
+//!   pidfd, the parent-death handshake, waitid);
 //! - the kit's fork with a value back on a pipe (`run_in_child`, what the lesson
 //!   does: the same work as a forkserver or spawned child, which answer too);
 //! - forkserver and spawn children running the registered `nothing`;
@@ -118,8 +118,8 @@ fn bare_fork() -> Result<()> {
     }
 }
 
-/// The kit's own start and join, nothing else: `join` includes reading the
-/// child's report pipe (empty: no panic).
+/// The kit's own start and join, nothing else: `join` includes looking for a
+/// panic message in the child's slot (none).
 fn kit_fork() -> Result<()> {
     let exit = common::fork(|| ())?.join()?;
     if !exit.success() {
