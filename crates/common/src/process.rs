@@ -88,6 +88,20 @@ pub enum ProcessError {
     /// A system call other than fork failed.
     #[error("{call} failed: {errno}")]
     Sys { call: &'static str, errno: Errno },
+    /// No page of shared memory for the child's start word and panic message.
+    #[error(
+        "cannot map a page of shared memory for the child to report through: {0} \
+         (the address-space limit, ulimit -v, is too low?)"
+    )]
+    ReportPage(Errno),
+    /// Someone else reaped the child (a SIGCHLD handler calling `waitpid(-1)`,
+    /// say): how it ended is lost.
+    #[error(
+        "child pid {pid} is no longer this process's child to wait for: someone \
+         else reaped it (a SIGCHLD handler calling waitpid(-1)?), or this is a \
+         forked copy of its parent; how it ended is unknown here"
+    )]
+    ReapedElsewhere { pid: i32 },
     /// `/proc` could not be read, so the kit cannot check what it must.
     #[error("{}", no_proc_text(path, why, error))]
     NoProc {
@@ -135,8 +149,9 @@ fn no_proc_text(path: &str, why: &str, error: &io::Error) -> String {
 /// parent-death signal (a fresh child needs microseconds).
 pub const START_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long [`fork`] asks again and again (yielding the CPU in between) for the
-/// child's word before it sleeps in poll(2) for the rest of [`START_TIMEOUT`].
+/// How long [`fork`] looks again and again (yielding the CPU in between) at the
+/// child's start word before it sleeps on it with futex(2) for the rest of
+/// [`START_TIMEOUT`].
 const START_SPIN: Duration = Duration::from_micros(200);
 
 /// How long the kit waits for a child it sent SIGKILL to die (normally
@@ -180,7 +195,8 @@ impl<E: fmt::Display> ChildResult for Result<(), E> {
 pub struct Exit {
     /// 0 for a normal return, N for a chosen code, 1 for a panic, -N for signal N.
     pub code: i32,
-    /// The panic message, when the child's closure panicked.
+    /// The panic message, when the child's closure panicked (empty for
+    /// `panic!("")`).
     pub panic: Option<String>,
 }
 
@@ -203,8 +219,10 @@ impl fmt::Display for Exit {
         if let Some(sig) = self.signal() {
             write!(f, " (killed by {sig})")?;
         }
-        if let Some(msg) = &self.panic {
-            write!(f, " (panicked: {msg})")?;
+        match self.panic.as_deref() {
+            Some("") => write!(f, " (panicked)")?,
+            Some(msg) => write!(f, " (panicked: {msg})")?,
+            None => {}
         }
         Ok(())
     }
@@ -227,6 +245,8 @@ pub struct Child {
     /// until it is reaped. `None` for [`Child::from_spawned`].
     report: Option<Report>,
     exit: Option<Exit>,
+    /// waitid said it is not our child (ECHILD): never signal or wait again.
+    lost: bool,
 }
 
 /// Fork a child process that runs `f`, then ends with `_exit`.
@@ -278,10 +298,7 @@ where
 
     let parent = unistd::getpid();
     // The child's slot of shared memory: its start word and panic message.
-    let report = Report::new(parent.as_raw()).map_err(|errno| ProcessError::Sys {
-        call: "mmap",
-        errno,
-    })?;
+    let report = Report::new().map_err(ProcessError::ReportPage)?;
 
     // SAFETY: the process is single-threaded (checked just above), so the child gets
     // a consistent copy of every lock and may call any function. The child never
@@ -292,17 +309,25 @@ where
             // First what the parent waits for, so that it waits as little as can be.
             // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and touches no memory.
             unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-            if unistd::getppid() != parent {
+            let ppid = unistd::getppid();
+            // 0: the parent is outside our PID namespace (it unshared
+            // CLONE_NEWPID before forking us), where we cannot name it.
+            if ppid != parent && ppid.as_raw() != 0 {
                 // The parent died before the prctl: nobody will ever join us.
                 exit_now(1);
             }
             // Tell the parent we are protected now: one store into shared memory
             // (and a futex wake if the parent went to sleep on it).
             report.say_started();
+            // A copy that the closure forks by hand comes back here too; only
+            // this process may write into the slot (report.rs, "Whose message").
+            let me = std::process::id();
             let code = match panic::catch_unwind(AssertUnwindSafe(f)) {
                 Ok(result) => result.exit_code(),
                 Err(payload) => {
-                    report.write_message(&panic_message(&*payload));
+                    if std::process::id() == me {
+                        report.write_message(&panic_message(&*payload));
+                    }
                     1
                 }
             };
@@ -318,6 +343,7 @@ where
                 pidfd: pidfd_open(child),
                 report: Some(report),
                 exit: None,
+                lost: false,
             };
             child.await_start()?;
             Ok(child)
@@ -335,7 +361,7 @@ impl Child {
     /// or a raw `fork`): join, kill and drop then work as for [`fork`]'s children.
     /// `pid` must be a child of this process that nobody has reaped yet, so that
     /// the pidfd opened here names it and no other process. Such a child has no
-    /// report pipe: its [`Exit`] never carries a panic message.
+    /// report slot: its [`Exit`] never carries a panic message.
     pub fn from_spawned(pid: i32) -> Child {
         let pid = Pid::from_raw(pid);
         Child {
@@ -343,6 +369,7 @@ impl Child {
             pidfd: pidfd_open(pid),
             report: None,
             exit: None,
+            lost: false,
         }
     }
 
@@ -402,7 +429,9 @@ impl Child {
     /// nothing until someone sends it SIGCONT, so whoever waits for it waits
     /// forever. SIGKILL still ends it.
     pub fn is_stopped(&self) -> bool {
-        self.exit.is_none() && matches!(crate::procfs::state_of(self.pid()), Some('T' | 't'))
+        self.exit.is_none()
+            && !self.lost
+            && matches!(crate::procfs::state_of(self.pid()), Some('T' | 't'))
     }
 
     /// `join`, bounded: the exit of a child that ends within `patience`, or, for
@@ -433,12 +462,22 @@ impl Child {
             return Ok(());
         };
         let start = Instant::now();
-        let deadline = start + START_TIMEOUT;
+        let mut deadline = start + START_TIMEOUT;
+        // When this loop last ran, and how long it meant to sleep since.
+        let (mut last, mut slept) = (start, Duration::ZERO);
         loop {
             if report.started() {
                 return Ok(());
             }
             let now = Instant::now();
+            // A gap far longer than the sleep means this process was stopped
+            // (Ctrl-Z, then fg, stops the child with it): that time is not the
+            // child's to account for.
+            let gap = (now - last).saturating_sub(slept);
+            if gap > Duration::from_millis(100) {
+                deadline += gap;
+            }
+            (last, slept) = (now, Duration::ZERO);
             if now - start < START_SPIN {
                 // The word comes within microseconds: look again rather than
                 // sleep, whose wake-up (another CPU, woken from idle) costs more
@@ -459,7 +498,8 @@ impl Child {
                 return Err(ProcessError::NotStarted { pid: self.pid() });
             }
             // Woken by the child's word; every 10 ms, see whether it died.
-            report.sleep_until_started(left.min(Duration::from_millis(10)));
+            slept = left.min(Duration::from_millis(10));
+            report.sleep_until_started(slept);
         }
     }
 
@@ -479,7 +519,7 @@ impl Child {
         };
         match Errno::result(r) {
             // SAFETY: waitid filled in a SIGCHLD siginfo_t, or left it zeroed.
-            Ok(_) => Ok(unsafe { info.si_pid() } != 0),
+            Ok(_) => Ok(unsafe { info.si_pid() } != 0 && ended(&info)),
             Err(Errno::EINTR) => Ok(false),
             Err(errno) => Err(ProcessError::Sys {
                 call: "waitid",
@@ -504,7 +544,7 @@ impl Child {
     }
 
     fn signal(&mut self, sig: Signal) -> Result<(), ProcessError> {
-        if self.exit.is_some() {
+        if self.exit.is_some() || self.lost {
             return Ok(()); // reaped: its PID may name another process by now
         }
         let (call, result) = match &self.pidfd {
@@ -533,6 +573,9 @@ impl Child {
     /// has ended. Through the pidfd (`P_PIDFD`, Linux 5.4) when there is one, so
     /// even a PID the kernel reaped and reused cannot make us reap another child.
     fn reap(&mut self, block: bool) -> Result<(), ProcessError> {
+        if self.lost {
+            return Err(ProcessError::ReapedElsewhere { pid: self.pid() });
+        }
         let (idtype, id) = match &self.pidfd {
             Some(fd) => (libc::P_PIDFD, fd.as_raw_fd() as libc::id_t),
             None => (libc::P_PID, self.pid.as_raw() as libc::id_t),
@@ -549,6 +592,15 @@ impl Child {
                 self.pidfd = None;
                 return Ok(());
             }
+            // Not our child to wait for: reaped by someone else, or we are a
+            // forked copy of its parent. Its slot goes back (dead or not, it
+            // wrote nothing after its start word, or is not ours to account).
+            Err(Errno::ECHILD) => {
+                self.report = None;
+                self.pidfd = None;
+                self.lost = true;
+                return Err(ProcessError::ReapedElsewhere { pid: self.pid() });
+            }
             Err(errno) => {
                 return Err(ProcessError::Sys {
                     call: "waitid",
@@ -558,8 +610,8 @@ impl Child {
         }
         // SAFETY: waitid filled in a SIGCHLD siginfo_t, or left it zeroed.
         let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
-        if pid == 0 {
-            return Ok(()); // WNOHANG, still running
+        if pid == 0 || !ended(&info) {
+            return Ok(()); // WNOHANG, still running (or a ptrace stop)
         }
         // Python's exitcode: the status it chose, or -N for death by signal N.
         let code = if info.si_code == libc::CLD_EXITED {
@@ -570,7 +622,7 @@ impl Child {
         // The child wrote its message before it died; once it is reaped nobody
         // writes to the slot, which goes back to the arena here. Lossy: the
         // message was cut at 4000 bytes, maybe inside a character.
-        let panic = self.report.take().and_then(|r| r.message(pid));
+        let panic = self.report.take().and_then(|r| r.message());
         let exit = Exit { code, panic };
         self.pidfd = None;
         self.exit = Some(exit);
@@ -580,7 +632,7 @@ impl Child {
 
 impl Drop for Child {
     fn drop(&mut self) {
-        if self.exit.is_none() {
+        if self.exit.is_none() && !self.lost {
             let _ = self.kill_and_reap();
         }
         if let Some(report) = self.report.take() {
@@ -589,6 +641,16 @@ impl Drop for Child {
             std::mem::forget(report);
         }
     }
+}
+
+/// Whether a `waitid` report is a death. A tracer (ptrace(2)) is also told of
+/// its tracee's stops, even without `WSTOPPED` (Linux kernel/exit.c,
+/// wait_task_stopped): such a child is alive.
+fn ended(info: &libc::siginfo_t) -> bool {
+    matches!(
+        info.si_code,
+        libc::CLD_EXITED | libc::CLD_KILLED | libc::CLD_DUMPED
+    )
 }
 
 /// What [`Child::join_or_kill`] found.
@@ -615,8 +677,10 @@ fn wait_until_single_threaded() -> Result<usize, ProcessError> {
             return Ok(1);
         }
         if Instant::now() >= deadline {
-            // For the message: how many. At least 2, whatever /proc says now.
-            return Ok(thread_count().unwrap_or(2).max(2));
+            // For the message: how many /proc counts. If it counts one all the
+            // same, unshare's EINVAL came from a seccomp filter, not the kernel's
+            // check: the two read the same list of threads.
+            return Ok(thread_count().unwrap_or(2));
         }
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -630,7 +694,10 @@ fn wait_until_single_threaded() -> Result<usize, ProcessError> {
 /// check_unshare_flags). About 0.2 us, where counting `/proc/self/task` costs 5 us
 /// and more right after a fork. `None` where unshare(2) is not allowed (a
 /// seccomp filter returning EPERM, as container runtimes' default profiles do):
-/// the caller then counts `/proc/self/task`.
+/// the caller then counts `/proc/self/task`. A filter that *kills* on unshare(2)
+/// (`SECCOMP_RET_KILL_PROCESS`, or systemd's `SystemCallFilter=` with a killing
+/// default) ends the program at its first fork, with SIGSYS: nothing tells such a
+/// filter apart before the call.
 fn single_threaded() -> Option<bool> {
     // SAFETY: unshare(CLONE_THREAD) takes a flag word; in a single-threaded
     // process it has nothing to unshare and changes nothing.

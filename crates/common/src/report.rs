@@ -11,13 +11,26 @@
 //! with `mmap(MAP_SHARED | MAP_ANONYMOUS)` (shared, unlike `MAP_PRIVATE`: the
 //! child's stores reach the parent). A child gets a free slot before the fork and
 //! gives it back when it is reaped. With every slot taken (more than [`SLOTS`]
-//! children alive and unjoined), a child gets a page of its own, unmapped when it
-//! is reaped. The arena is never unmapped: 256 KiB of address space, of which
-//! only the pages used are ever allocated.
+//! children alive and unjoined), or no room for an arena (`ulimit -v`), a child
+//! gets a page of its own, unmapped when it is reaped. The arena is never
+//! unmapped: 256 KiB of address space, of which only the pages used are ever
+//! allocated.
 //!
-//! A forked child inherits the mapping, but it is the parent's: a child that forks
-//! children of its own maps an arena of its own (the arena records the PID that
-//! made it).
+//! **Whose arena.** A forked child inherits the mapping, but it is the parent's:
+//! a child that forks children of its own needs an arena of its own. The record
+//! of the arena and of its free slots (a [`Book`]) lives in a private page marked
+//! `MADV_WIPEONFORK`: every child, however it was forked (by the kit or by a bare
+//! `fork(2)`), sees that page zeroed (madvise(2): "the child process will see the
+//! memory in this range as if it had been freshly allocated"), so it knows it has
+//! no arena yet. And since fork does not copy that page, it does not make it
+//! copy-on-write in the parent either: the parent's next store to it costs no
+//! page fault (a page the parent shares copy-on-write with a child faults on its
+//! parent's first write after every fork).
+//!
+//! **Whose message.** Only the child itself writes a panic message: a copy the
+//! child's closure forks by hand runs the kit's child code too, after its
+//! closure, and by then the parent may have given the slot to another child. The
+//! child notes its PID before the closure and writes only if it still has it.
 //!
 //! The parent spins on the start word for a moment, then sleeps on it with
 //! futex(2) (`FUTEX_WAIT`, not the private variant: the word is shared between
@@ -25,7 +38,7 @@
 //! `FUTEX_WAKE` it: a child whose parent did not sleep makes no system call.
 
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// How many slots the arena has: one bit each in [`USED`].
@@ -45,20 +58,27 @@ const STARTED: u32 = 2;
 #[repr(C, align(4096))]
 struct Slot {
     word: AtomicU32,
-    /// The PID of the process that wrote the message: a message is taken only
-    /// from the child itself, never from a copy the child forked by hand.
-    writer: AtomicI32,
+    /// 1 once the child has written a message (perhaps an empty one).
+    written: AtomicU32,
     len: AtomicU32,
     message: [AtomicU8; MESSAGE_MAX],
 }
 
 const PAGE: usize = std::mem::size_of::<Slot>();
 
-/// The arena of this process: its first slot, and the PID that mapped it.
-static ARENA: AtomicPtr<Slot> = AtomicPtr::new(std::ptr::null_mut());
-static OWNER: AtomicI32 = AtomicI32::new(0);
-/// Which slots of the arena are taken (bit i: slot i).
-static USED: AtomicU64 = AtomicU64::new(0);
+/// This process's arena and which of its slots are taken. Lives in a page of
+/// its own, wiped in every forked child (module docs).
+#[repr(C)]
+struct Book {
+    /// The arena's first slot; null until this process maps one.
+    arena: AtomicPtr<Slot>,
+    /// Which slots of the arena are taken (bit i: slot i).
+    used: AtomicU64,
+}
+
+/// The book's page: mapped on the first fork, and inherited as a zeroed page
+/// (the pointer here is copied, the page under it wiped).
+static BOOK: AtomicPtr<Book> = AtomicPtr::new(std::ptr::null_mut());
 
 /// A child's slot, held by its parent's [`crate::process::Child`].
 #[derive(Debug)]
@@ -76,15 +96,15 @@ unsafe impl Send for Report {}
 unsafe impl Sync for Report {}
 
 impl Report {
-    /// A cleared slot for the next child of process `me` (the caller's PID).
-    pub(crate) fn new(me: i32) -> Result<Report, nix::errno::Errno> {
-        let report = match arena(me)?.and_then(take_slot) {
+    /// A cleared slot for the next child of this process.
+    pub(crate) fn new() -> Result<Report, nix::errno::Errno> {
+        let report = match book().and_then(take_slot) {
             Some(report) => report,
             None => own_page()?,
         };
         let slot = report.slot();
         slot.word.store(NOT_YET, Ordering::Relaxed);
-        slot.writer.store(0, Ordering::Relaxed);
+        slot.written.store(0, Ordering::Relaxed);
         slot.len.store(0, Ordering::Release);
         Ok(report)
     }
@@ -128,15 +148,14 @@ impl Report {
             to.store(*from, Ordering::Relaxed);
         }
         slot.len.store(bytes.len() as u32, Ordering::Release);
-        slot.writer
-            .store(std::process::id() as i32, Ordering::Release);
+        slot.written.store(1, Ordering::Release);
     }
 
-    /// In the parent, once child `pid` has ended: its panic message, if it left
+    /// In the parent, once the child has ended: its panic message, if it left
     /// one.
-    pub(crate) fn message(&self, pid: i32) -> Option<String> {
+    pub(crate) fn message(&self) -> Option<String> {
         let slot = self.slot();
-        if slot.writer.load(Ordering::Acquire) != pid {
+        if slot.written.load(Ordering::Acquire) != 1 {
             return None;
         }
         let len = (slot.len.load(Ordering::Acquire) as usize).min(MESSAGE_MAX);
@@ -144,7 +163,7 @@ impl Report {
             .iter()
             .map(|b| b.load(Ordering::Relaxed))
             .collect();
-        (!bytes.is_empty()).then(|| String::from_utf8_lossy(&bytes).into_owned())
+        Some(String::from_utf8_lossy(&bytes).into_owned())
     }
 }
 
@@ -156,8 +175,10 @@ impl Drop for Report {
             // Only into the arena it came from: a forked copy of the parent that
             // made an arena of its own must not free that arena's slot i.
             Some((base, i)) => {
-                if ARENA.load(Ordering::Acquire) == base.as_ptr() {
-                    USED.fetch_and(!(1u64 << i), Ordering::AcqRel);
+                if let Some(book) = book_page() {
+                    if book.arena.load(Ordering::Acquire) == base.as_ptr() {
+                        book.used.fetch_and(!(1u64 << i), Ordering::AcqRel);
+                    }
                 }
             }
             // SAFETY: the page was mapped by `own_page` for this `Report` alone,
@@ -169,29 +190,57 @@ impl Drop for Report {
     }
 }
 
-/// This process's arena, mapped on first use (and again in a forked child, whose
-/// inherited arena is its parent's). `None` if it cannot be mapped.
-fn arena(me: i32) -> Result<Option<NonNull<Slot>>, nix::errno::Errno> {
-    if OWNER.load(Ordering::Acquire) == me {
-        return Ok(NonNull::new(ARENA.load(Ordering::Acquire)));
+/// This process's book, with an arena, mapped on first use (and again in a
+/// forked child, which sees its parent's book wiped). `None` if either cannot be
+/// mapped (`ulimit -v`), or the kernel has no `MADV_WIPEONFORK` (before Linux
+/// 4.14): every child then gets a page of its own.
+fn book() -> Option<&'static Book> {
+    let book = match book_page() {
+        Some(book) => book,
+        None => {
+            let page = map(std::mem::size_of::<Book>(), libc::MAP_PRIVATE).ok()?;
+            // SAFETY: madvise on a mapping we just made and own; it changes only
+            // what a child inherits of it.
+            if unsafe { libc::madvise(page.as_ptr().cast(), PAGE, libc::MADV_WIPEONFORK) } != 0 {
+                // SAFETY: the page was mapped just above, and nothing refers to it.
+                unsafe { libc::munmap(page.as_ptr().cast(), PAGE) };
+                return None;
+            }
+            // `fork` runs only while the process has one thread, so no other
+            // thread maps a book at the same time.
+            BOOK.store(page.as_ptr().cast(), Ordering::Release);
+            book_page()?
+        }
+    };
+    if book.arena.load(Ordering::Acquire).is_null() {
+        let arena = map(SLOTS * PAGE, libc::MAP_SHARED).ok()?;
+        book.used.store(0, Ordering::Release);
+        book.arena.store(arena.as_ptr(), Ordering::Release);
     }
-    let base = map(SLOTS * PAGE)?;
-    // `fork` runs only while the process has one thread, so no other thread
-    // maps an arena at the same time.
-    USED.store(0, Ordering::Release);
-    ARENA.store(base.as_ptr(), Ordering::Release);
-    OWNER.store(me, Ordering::Release);
-    Ok(Some(base))
+    Some(book)
 }
 
-fn take_slot(base: NonNull<Slot>) -> Option<Report> {
-    let mut used = USED.load(Ordering::Acquire);
+/// The book's page, if this process or its parent mapped one (zeroed in a
+/// child: wiped on fork).
+fn book_page() -> Option<&'static Book> {
+    // SAFETY: BOOK is null or points at a page mapped by `book` that is never
+    // unmapped (a child has it too, zeroed), and a Book is atomics only, valid
+    // for any bytes.
+    unsafe { BOOK.load(Ordering::Acquire).as_ref() }
+}
+
+fn take_slot(book: &Book) -> Option<Report> {
+    let base = NonNull::new(book.arena.load(Ordering::Acquire))?;
+    let mut used = book.used.load(Ordering::Acquire);
     loop {
         let i = (!used).trailing_zeros();
         if i as usize >= SLOTS {
             return None;
         }
-        match USED.compare_exchange(used, used | 1 << i, Ordering::AcqRel, Ordering::Acquire) {
+        match book
+            .used
+            .compare_exchange(used, used | 1 << i, Ordering::AcqRel, Ordering::Acquire)
+        {
             Ok(_) => {
                 // SAFETY: i < SLOTS, so the slot lies inside the arena.
                 let slot = unsafe { base.add(i as usize) };
@@ -207,13 +256,14 @@ fn take_slot(base: NonNull<Slot>) -> Option<Report> {
 
 fn own_page() -> Result<Report, nix::errno::Errno> {
     Ok(Report {
-        slot: map(PAGE)?,
+        slot: map(PAGE, libc::MAP_SHARED)?,
         from: None,
     })
 }
 
-/// `len` bytes of zeroed memory shared with children forked later.
-fn map(len: usize) -> Result<NonNull<Slot>, nix::errno::Errno> {
+/// `len` bytes of zeroed memory, `MAP_SHARED` with children forked later or
+/// `MAP_PRIVATE`.
+fn map(len: usize, sharing: libc::c_int) -> Result<NonNull<Slot>, nix::errno::Errno> {
     // SAFETY: a fresh anonymous mapping at an address the kernel picks: it
     // aliases nothing in this process.
     let p = unsafe {
@@ -221,7 +271,7 @@ fn map(len: usize) -> Result<NonNull<Slot>, nix::errno::Errno> {
             std::ptr::null_mut(),
             len,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            sharing | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
             -1,
             0,
         )

@@ -46,10 +46,14 @@
 //! clone (`CLONE_VM | CLONE_VFORK`): no copy of the parent's page tables, however
 //! big the parent (a `pre_exec` hook would force fork + exec). The socket crosses
 //! as the child's stdin, which posix_spawn sets with a dup2. What remains is the
-//! exec of a dynamically linked Rust binary (loading libc and libgcc_s, std's
-//! start-up), and one round trip for the start byte. Measured with `cargo bench -p
-//! start-methods`: a spawn + join costs about 1.6x `Command::new("/bin/true")`;
-//! an empty `fn main() {}` exec'd the same way already costs about 1.4x.
+//! exec of a dynamically linked Rust binary (loading libc, and libgcc_s.so.1 for
+//! the unwinder, std's start-up), and one round trip for the start byte. An empty
+//! `fn main() {}` exec'd and joined costs about 1.4x `Command::new("/bin/true")`
+//! on a 2-CPU virtual machine, most of the difference being libgcc_s.so.1, whose
+//! constructor probes the CPU with `cpuid` (a trap to the hypervisor). The
+//! start-methods lesson links the unwinder statically instead (its `build.rs`):
+//! there a spawn + join costs about 1.4x `/bin/true` (`cargo bench -p
+//! start-methods`), against 1.5x with libgcc_s.so.1.
 //!
 //! ```no_run
 //! use common::spawn::{Func, Registry, child_entry, start};

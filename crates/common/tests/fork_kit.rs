@@ -26,6 +26,14 @@ const CASES: &[Case] = &[
         "100 children alive at once: each panic message comes back to its own",
         many_panic_messages,
     ),
+    (
+        "a copy the closure forks by hand never writes into another child's slot",
+        stray_copy_keeps_out,
+    ),
+    (
+        "a traced child's ptrace stop is not its end",
+        traced_stop_is_not_an_end,
+    ),
     ("exit code: an Err result gives 1", err_gives_one),
     ("exit code: SIGKILL gives -9", sigkill_gives_minus_nine),
     (
@@ -111,6 +119,69 @@ fn panic_gives_one() {
     assert_eq!(exit.code, 1);
     assert_eq!(exit.panic.as_deref(), Some("the child gives up"));
     assert!(exit.to_string().contains("panicked: the child gives up"));
+    // An empty message is still a panic.
+    let exit = fork(|| -> () {
+        std::panic::set_hook(Box::new(|_| {}));
+        panic!("")
+    })
+    .unwrap()
+    .join()
+    .unwrap();
+    assert_eq!(exit.panic.as_deref(), Some(""));
+    assert_eq!(exit.to_string(), "exitcode 1 (panicked)");
+}
+
+/// Child C forks a copy of itself by hand and returns; the parent joins C, and
+/// C's slot goes to the next child, D, which panics. The copy then panics too:
+/// its message must not land in D's slot, and D's own must come back.
+fn stray_copy_keeps_out() {
+    let copy_may_go = Value::<i64>::new(0).unwrap();
+    let mut c = fork(|| -> () {
+        // SAFETY: this child runs one thread; the copy runs only this closure's
+        // code, then the kit's child code, and ends in `_exit` there.
+        if unsafe { libc::fork() } == 0 {
+            std::panic::set_hook(Box::new(|_| {}));
+            let t = Instant::now();
+            while copy_may_go.cell().load(SeqCst) == 0 && t.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            panic!("{}", "c".repeat(100));
+        }
+    })
+    .unwrap();
+    assert_eq!(c.join().unwrap().code, 0);
+    let mut d = fork(|| -> () {
+        std::panic::set_hook(Box::new(|_| {}));
+        panic!("D's own")
+    })
+    .unwrap();
+    // D has written its message (or soon will); now the copy panics too.
+    copy_may_go.set(1);
+    std::thread::sleep(Duration::from_millis(300));
+    let exit = d.join().unwrap();
+    assert_eq!(exit.panic.as_deref(), Some("D's own"), "{exit}");
+}
+
+/// A child that asks its parent to trace it and stops: waitid tells the tracer
+/// of the stop, which must not be taken for the child's death.
+fn traced_stop_is_not_an_end() {
+    let mut child = fork(|| -> i32 {
+        // SAFETY: PTRACE_TRACEME takes no pointers; raise stops this process.
+        unsafe {
+            libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0);
+            libc::raise(libc::SIGSTOP);
+        }
+        0
+    })
+    .unwrap();
+    assert_eq!(
+        child.join_timeout(Duration::from_millis(300)).unwrap(),
+        None
+    );
+    assert!(child.is_stopped());
+    assert!(child.is_alive().unwrap());
+    child.kill().unwrap();
+    assert_eq!(child.join().unwrap().code, -9);
 }
 
 /// More children than the kit's arena has slots (64): the rest get pages of

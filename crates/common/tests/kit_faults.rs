@@ -47,6 +47,14 @@ const CASES: &[Case] = &[
         stopped_before_pdeathsig,
     ),
     (
+        "a parent stopped while its child starts: the stop is not held against the child",
+        parent_stopped_during_start,
+    ),
+    (
+        "children reaped behind the kit's back: a clear error, no slot kept",
+        reaped_elsewhere,
+    ),
+    (
         "a parent killed after fork takes its children with it",
         parent_killed_after_fork,
     ),
@@ -72,6 +80,8 @@ fn main() {
     match std::env::var("KIT_FAULTS_SCENARIO").as_deref() {
         Ok("no-proc") => no_proc_scenario(),
         Ok("unshare-blocked") => unshare_blocked_scenario(),
+        Ok("parent-stopped") => parent_stopped_scenario(),
+        Ok("reaped-elsewhere") => reaped_elsewhere_scenario(),
         Ok("stop-before-pdeathsig") => stop_before_pdeathsig_scenario(),
         Ok("die-after-fork") => die_after_fork_scenario(),
         Ok("sigchld-ignored") => sigchld_ignored_scenario(),
@@ -507,6 +517,95 @@ fn stopped_before_pdeathsig() {
         run.out
     );
     assert!(run.out.contains("fork: refused"), "{}", run.out);
+}
+
+fn parent_stopped_during_start() {
+    let run = scenario("parent-stopped", &[], false).expect("the scenario runs");
+    assert_eq!(run.code, Some(0), "{}", run.out);
+    assert!(run.out.contains("fork: ran, exitcode 3"), "{}", run.out);
+}
+
+extern "C" fn stop_parent() {
+    // In the child inside fork(), before its start word: stop the parent (as
+    // Ctrl-Z stops the whole job), and let it go on 5.5 s later, past
+    // START_TIMEOUT. Only async-signal-safe calls here.
+    // SAFETY: fork, kill, nanosleep and _exit are async-signal-safe system
+    // calls on valid arguments.
+    unsafe {
+        let parent = libc::getppid();
+        libc::kill(parent, libc::SIGSTOP);
+        let pause = libc::timespec {
+            tv_sec: 5,
+            tv_nsec: 500_000_000,
+        };
+        libc::nanosleep(&pause, std::ptr::null_mut());
+        libc::kill(parent, libc::SIGCONT);
+    }
+}
+
+fn parent_stopped_scenario() {
+    // SAFETY: registers a plain function as a fork handler; it runs in children.
+    unsafe { libc::pthread_atfork(None, None, Some(stop_parent)) };
+    try_fork_code("fork", 3);
+}
+
+fn try_fork_code(what: &str, code: i32) {
+    match fork(move || code) {
+        Ok(mut c) => println!("{what}: ran, {}", c.join().unwrap()),
+        Err(e) => println!("{what}: refused: {e}"),
+    }
+}
+
+fn reaped_elsewhere() {
+    let run = scenario("reaped-elsewhere", &[], false).expect("the scenario runs");
+    assert_eq!(run.code, Some(0), "{}", run.out);
+    for line in [
+        "join: child pid ",
+        "is no longer this process's child to wait for: someone else reaped it",
+        "mappings after 100 children: no more than before",
+        "after the handler is gone: ran, exitcode 0",
+    ] {
+        assert!(run.out.contains(line), "no {line:?} in\n{}", run.out);
+    }
+}
+
+extern "C" fn reap_all(_: libc::c_int) {
+    // SAFETY: waitpid is async-signal-safe.
+    unsafe { while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {} }
+}
+
+fn reaped_elsewhere_scenario() {
+    let maps = || {
+        fs::read_to_string("/proc/self/maps")
+            .unwrap()
+            .lines()
+            .count()
+    };
+    fork(|| 0).unwrap().join().unwrap(); // the kit's pages are mapped now
+    let before = maps();
+    // A SIGCHLD handler that reaps every child, as some C servers install.
+    // SAFETY: installs a handler that makes only async-signal-safe calls.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = reap_all as *const () as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigaction(libc::SIGCHLD, &sa, std::ptr::null_mut());
+    }
+    for i in 0..100 {
+        let mut c = fork(|| 0).unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+        match c.join() {
+            Ok(exit) => println!("join: {exit} (the handler missed it)"),
+            Err(e) if i == 0 => println!("join: {e}"),
+            Err(_) => {}
+        }
+    }
+    if maps() <= before {
+        println!("mappings after 100 children: no more than before");
+    }
+    // SAFETY: puts back the default action.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
+    try_fork("after the handler is gone");
 }
 
 extern "C" fn say_pid_then_stop() {
