@@ -321,19 +321,23 @@ where
             report.say_started();
             // A copy that the closure forks by hand comes back here too; only
             // this process may write into the slot (report.rs, "Whose message").
-            let me = std::process::id();
+            // (unistd::getpid, not std::process::id: libc's getpid sits beside
+            // its fork, whose code this child has paged in already.)
+            let me = unistd::getpid();
             let code = match panic::catch_unwind(AssertUnwindSafe(f)) {
                 Ok(result) => result.exit_code(),
                 Err(payload) => {
-                    if std::process::id() == me {
+                    if unistd::getpid() == me {
                         report.write_message(&panic_message(&*payload));
                     }
                     1
                 }
             };
             // Only the child's own output can be buffered here: the parent's was
-            // flushed before the fork (and stderr has no buffer).
-            let _ = io::stdout().flush();
+            // flushed before the fork (and stderr has no buffer). The result is
+            // forgotten, not dropped: nothing is freed before `_exit` anyway, and
+            // its drop code would cost this child a page fault to load.
+            std::mem::forget(io::stdout().flush());
             // `report` is not dropped: its slot is the parent's to give back.
             exit_now(code)
         }
