@@ -343,17 +343,6 @@ impl ServerChild {
     /// to say so: a server that is stopped is an error, not a hang.
     pub(crate) fn exit_within(&mut self, timeout: Duration) -> Result<Option<Exit>, StartError> {
         let deadline = Instant::now().checked_add(timeout);
-        // A child that has ended is reported within microseconds by a server that
-        // runs: look again, yielding the CPU, for up to REPORT_SPIN before
-        // sleeping in poll (whose wake-up costs more than that wait).
-        let spin_until = Instant::now() + REPORT_SPIN;
-        while !readable_now(self.status.as_fd())
-            && Instant::now() < spin_until
-            && readable_now(self.pidfd.as_fd())
-        {
-            // SAFETY: sched_yield takes no arguments.
-            unsafe { libc::sched_yield() };
-        }
         // Sleep on the report alone (one wake-up when it comes), in slices, and
         // between slices look whether the child has ended without one.
         while !readable_now(self.status.as_fd()) {
@@ -480,10 +469,6 @@ fn readable_now(fd: BorrowedFd<'_>) -> bool {
 /// How long the program waits for the server to report a child it knows has
 /// ended.
 const REPORT_GRACE: Duration = Duration::from_millis(200);
-
-/// How long the program looks again and again for the report of a child it
-/// knows has ended, before it sleeps.
-const REPORT_SPIN: Duration = Duration::from_micros(200);
 
 /// One message of the server: an `i32` (a PID, or an exit code), maybe with an
 /// fd. `(None, None)` at end of file (the server closed the socket).
