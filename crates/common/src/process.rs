@@ -31,7 +31,7 @@
 //!
 //! **What one start does, and what it costs.** Measured with `cargo bench -p
 //! start-methods` (2 CPUs, Linux 6.18), the kit's fork + join of a child that does
-//! nothing costs about 1.15x a bare `fork` + `waitpid` (about 155 us against 135
+//! nothing costs about 1.2x a bare `fork` + `waitpid` (about 155 us against 127
 //! us, most of both being the kernel copying page tables and tearing the child
 //! down). Per start, in order:
 //!
@@ -41,7 +41,7 @@
 //! 4. take a slot of shared memory for the child's start word and panic message
 //!    (no system call: one arena per process, mapped once), then `fork`;
 //! 5. child: `prctl(PR_SET_PDEATHSIG)`, `getppid`, one store to the start word,
-//!    then the closure;
+//!    `getpid`, then the closure, then flush stdout;
 //! 6. parent: `pidfd_open`, then the handshake: it looks at the start word,
 //!    yielding the CPU in between (`sched_yield`), for up to 200 us, and only
 //!    then sleeps on it with futex(2) (a sleep costs a wake-up: tens of
@@ -49,10 +49,16 @@
 //! 7. join: `waitid` on the pidfd, the panic message (if any) read from the
 //!    slot, which goes back to the arena, and one `close`.
 //!
-//! A pipe per child did the same before, for about 20 us more per start:
-//! `pipe2`, a `write`, `read`s, two `close`s, and a wake-up on a pipe event.
-//! Counting `/proc/self/task` (`open`, two `getdents64`, `close`) cost about 10
-//! us more than `unshare`, right after a fork.
+//! Until 2026-11-29 the kit counted `/proc/self/task` (`open`, two
+//! `getdents64`, `close`) and opened a pipe per child for the start word and the
+//! message (`pipe2`, a `write`, `read`s, two `close`s, and a wake-up on a pipe
+//! event): 1.39-1.45x a bare fork then, 1.20-1.29x now. What the child still adds
+//! is mostly page faults: fork copies no page-table entries of file-backed
+//! mappings (Linux mm/memory.c, vma_needs_copy), so each page of code the child
+//! runs first costs it a fault, and so does its first store to a page it shares
+//! copy-on-write. Its stdout flush alone (std's code, and the lock's page) is
+//! about 0.07x: 1.15-1.17x without it. It stays: without it, text the closure
+//! printed without a newline would be lost.
 //!
 //! **SIGCHLD must not be ignored.** With SIGCHLD set to `SIG_IGN` (or
 //! `SA_NOCLDWAIT`), the kernel reaps children itself: there is no exit code to join

@@ -3,9 +3,11 @@
 //! the parent waits on), and, if its closure panicked, the message.
 //!
 //! A pipe per child costs a `pipe2`, a `write`, `read`s and two `close`s, and the
-//! parent must wake up to a pipe event: about 20 us of a 130 us start
-//! (`cargo bench -p start-methods`). A word in shared memory costs the child one
-//! store, and the parent one load per look.
+//! parent must wake up to a pipe event. A word in shared memory costs the child
+//! one store (and one page fault: fork copies no page-table entries of a shared
+//! mapping), and the parent one load per look. Together with the thread check
+//! (process.rs), that took the kit's fork + join from 1.39-1.45x a bare fork to
+//! 1.20-1.29x (`cargo bench -p start-methods`, docs/benchmarks.md).
 //!
 //! Each process that forks maps, once, an arena of [`SLOTS`] page-sized slots
 //! with `mmap(MAP_SHARED | MAP_ANONYMOUS)` (shared, unlike `MAP_PRIVATE`: the
