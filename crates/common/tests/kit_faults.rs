@@ -362,11 +362,7 @@ fn no_proc_scenario() {
         .status();
     assert!(status.is_ok_and(|s| s.success()), "cannot hide /proc");
     try_fork("fork");
-    let (stop, parked) = mpsc::channel::<()>();
-    let thread = std::thread::spawn(move || parked.recv());
-    try_fork("fork, beside a thread");
-    drop(stop);
-    let _ = thread.join();
+    try_fork_beside_a_thread();
     block_unshare();
     try_fork("fork, unshare blocked");
     quiet_panics();
@@ -411,18 +407,21 @@ fn unshare_blocked() {
 fn unshare_blocked_scenario() {
     block_unshare();
     try_fork("fork");
+    try_fork_beside_a_thread();
+}
+
+/// Fork a child that ends with 0, and say what happened.
+fn try_fork(what: &str) {
+    try_fork_code(what, 0);
+}
+
+/// [`try_fork`] while another thread is parked (the fork must be refused).
+fn try_fork_beside_a_thread() {
     let (stop, parked) = mpsc::channel::<()>();
     let thread = std::thread::spawn(move || parked.recv());
     try_fork("fork, beside a thread");
     drop(stop);
     let _ = thread.join();
-}
-
-fn try_fork(what: &str) {
-    match fork(|| 0) {
-        Ok(mut c) => println!("{what}: ran, {}", c.join().unwrap()),
-        Err(e) => println!("{what}: refused: {e}"),
-    }
 }
 
 /// Make unshare(2) fail with EPERM from now on, as a container runtime's seccomp
