@@ -16,10 +16,11 @@
 //! shows it gone). That is what `gcc -static-libgcc` does for a C program (GCC
 //! manual, "Link Options"). Panics unwind as before.
 //!
-//! Only where it applies: a GNU/Linux target linked dynamically (a `+crt-static`
-//! build links libgcc_eh already), and only when the C compiler that links Rust
-//! programs (`cc`, or the linker cargo was told to use) knows where `libgcc_eh.a`
-//! is. Anywhere else nothing changes, and the course builds as any Rust program.
+//! Only where it applies: a native build (not a cross-compilation) for a
+//! GNU/Linux target linked dynamically (a `+crt-static` build links libgcc_eh
+//! already), and only when the C compiler that links Rust programs (`cc`, or the
+//! linker cargo was told to use) knows where `libgcc_eh.a` is. Anywhere else
+//! nothing changes, and the course builds as any Rust program.
 
 use std::env;
 use std::path::Path;
@@ -29,7 +30,10 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=RUSTC_LINKER");
     let var = |name| env::var(name).unwrap_or_default();
-    let dynamic_gnu_linux = var("CARGO_CFG_TARGET_OS") == "linux"
+    // The C compiler asked below is the host's: its libgcc_eh.a is for the host.
+    let native = var("TARGET") == var("HOST");
+    let dynamic_gnu_linux = native
+        && var("CARGO_CFG_TARGET_OS") == "linux"
         && var("CARGO_CFG_TARGET_ENV") == "gnu"
         && !var("CARGO_CFG_TARGET_FEATURE")
             .split(',')

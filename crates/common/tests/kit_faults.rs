@@ -55,6 +55,10 @@ const CASES: &[Case] = &[
         reaped_elsewhere,
     ),
     (
+        "children in a PID namespace the parent is not in still run",
+        child_in_new_pid_namespace,
+    ),
+    (
         "a parent killed after fork takes its children with it",
         parent_killed_after_fork,
     ),
@@ -82,6 +86,7 @@ fn main() {
         Ok("unshare-blocked") => unshare_blocked_scenario(),
         Ok("parent-stopped") => parent_stopped_scenario(),
         Ok("reaped-elsewhere") => reaped_elsewhere_scenario(),
+        Ok("new-pid-namespace") => new_pid_namespace_scenario(),
         Ok("stop-before-pdeathsig") => stop_before_pdeathsig_scenario(),
         Ok("die-after-fork") => die_after_fork_scenario(),
         Ok("sigchld-ignored") => sigchld_ignored_scenario(),
@@ -566,6 +571,24 @@ fn reaped_elsewhere() {
     ] {
         assert!(run.out.contains(line), "no {line:?} in\n{}", run.out);
     }
+}
+
+fn child_in_new_pid_namespace() {
+    let Some(run) = in_namespaces("new-pid-namespace", "-Ur") else {
+        return;
+    };
+    assert_eq!(run.code, Some(0), "{}", run.out);
+    assert!(run.out.contains("fork: ran, exitcode 7"), "{}", run.out);
+}
+
+fn new_pid_namespace_scenario() {
+    // From now on our children start in a new PID namespace (we stay outside):
+    // there getppid() returns 0, since the parent has no PID in it
+    // (pid_namespaces(7)). That is not a dead parent.
+    // SAFETY: unshare takes a flag word; it changes where our next child goes.
+    let unshared = unsafe { libc::unshare(libc::CLONE_NEWPID) };
+    assert_eq!(unshared, 0, "unshare(CLONE_NEWPID)");
+    try_fork_code("fork", 7);
 }
 
 extern "C" fn reap_all(_: libc::c_int) {
