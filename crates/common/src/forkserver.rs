@@ -155,9 +155,9 @@ impl ForkServer {
         let (data, data_child) = pair(SockType::Stream)?;
         let (status, status_server) = pair(SockType::SeqPacket)?;
         let fds = [data_child.as_raw_fd(), status_server.as_raw_fd()];
-        let deadline = Instant::now() + START_TIMEOUT;
+        let mut deadline = Instant::now() + START_TIMEOUT;
         let bytes = encode(func.name(), arg)?;
-        self.send_request(func.name().as_bytes(), &fds, deadline)?;
+        self.send_request(func.name().as_bytes(), &fds, &mut deadline)?;
         // The server holds its own copies now (SCM_RIGHTS duplicates them).
         drop((data_child, status_server));
         // The argument goes into the socket while the server forks: the child
@@ -167,7 +167,7 @@ impl ForkServer {
             // All of it: the child reads to the end without waiting for us.
             let _ = nix::sys::socket::shutdown(data.as_raw_fd(), nix::sys::socket::Shutdown::Write);
         }
-        let (pid, pidfd) = self.answer(&status, deadline)?;
+        let (pid, pidfd) = self.answer(&status, &mut deadline)?;
         let waiter = Waiter::Server(ServerChild { pidfd, status });
         let mut started = Started::new(func.name(), pid, waiter, data);
         started.send_rest(&bytes, early)?;
@@ -210,7 +210,7 @@ impl ForkServer {
         let io = |what| move |error| StartError::Io { what, error };
         let (tx, rx) = ipc::channel::<T>().map_err(io("cannot make a channel"))?;
         let (status, status_server) = pair(SockType::SeqPacket)?;
-        let deadline = Instant::now() + START_TIMEOUT;
+        let mut deadline = Instant::now() + START_TIMEOUT;
         {
             let mut handoff = self.handoff.lock().unwrap_or_else(|e| e.into_inner());
             handoff.0 += 1;
@@ -222,10 +222,10 @@ impl ForkServer {
             for n in [seq as usize, trampoline, f] {
                 request.extend_from_slice(&(n as u64).to_le_bytes());
             }
-            self.send_request(&request, &[status_server.as_raw_fd()], deadline)?;
+            self.send_request(&request, &[status_server.as_raw_fd()], &mut deadline)?;
         }
         drop(status_server); // the server holds its own copy now
-        let (pid, pidfd) = self.answer(&status, deadline)?;
+        let (pid, pidfd) = self.answer(&status, &mut deadline)?;
         let mut served = Served {
             pid,
             child: ServerChild { pidfd, status },
@@ -240,8 +240,15 @@ impl ForkServer {
                 .name("start_with".into())
                 .spawn_scoped(s, move || tx.send(value).is_ok())
                 .map_err(io("cannot start a thread to send the value"))?;
-            while !sender.is_finished() && Instant::now() < deadline {
+            let mut last = Instant::now();
+            while !sender.is_finished() && last < deadline {
                 std::thread::sleep(Duration::from_micros(50));
+                // Time this process spent stopped (Ctrl-Z) is not the child's.
+                let gap = last.elapsed();
+                if gap > Duration::from_millis(100) {
+                    deadline += gap;
+                }
+                last = Instant::now();
             }
             if !sender.is_finished() {
                 served.kill();
@@ -262,7 +269,7 @@ impl ForkServer {
         &self,
         bytes: &[u8],
         fds: &[RawFd],
-        deadline: Instant,
+        deadline: &mut Instant,
     ) -> Result<(), StartError> {
         let control = self.control.as_ref().expect("open until dropped");
         loop {
@@ -282,7 +289,11 @@ impl ForkServer {
     }
 
     /// The server's answer to a request: the child's PID and a pidfd for it.
-    fn answer(&self, status: &OwnedFd, deadline: Instant) -> Result<(i32, OwnedFd), StartError> {
+    fn answer(
+        &self,
+        status: &OwnedFd,
+        deadline: &mut Instant,
+    ) -> Result<(i32, OwnedFd), StartError> {
         if poll_until(&[status.as_fd()], libc::POLLIN, deadline).is_none() {
             return Err(StartError::Server("no answer within 5 s (stopped?)"));
         }
@@ -352,11 +363,11 @@ impl ServerChild {
                 return Ok(None); // still running
             }
             let slice = now + REPORT_GRACE;
-            let until = match deadline {
+            let mut until = match deadline {
                 Some(d) if !ended => d.min(slice),
                 _ => slice,
             };
-            let got = poll_until(&[self.status.as_fd()], libc::POLLIN, until);
+            let got = poll_until(&[self.status.as_fd()], libc::POLLIN, &mut until);
             if got.is_none() && ended {
                 // It ended a slice ago: a running server reaps and reports in
                 // microseconds; this one does not (stopped?).
@@ -514,7 +525,11 @@ fn serve(control: OwnedFd, handoffs: IpcReceiver<Handoff>, code: &[(usize, usize
             // Sleep until a request, or a child's end (its pidfd turns readable).
             let mut fds = vec![control.as_fd()];
             fds.extend(served.iter().filter_map(|(child, _)| child.pidfd()));
-            poll_until(&fds, libc::POLLIN, Instant::now() + Duration::from_secs(1));
+            poll_until(
+                &fds,
+                libc::POLLIN,
+                &mut (Instant::now() + Duration::from_secs(1)),
+            );
         }
         served.retain_mut(|(child, status)| {
             let Ok(false) = child.is_alive() else {

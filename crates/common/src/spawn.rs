@@ -411,7 +411,7 @@ impl<R: DeserializeOwned> Started<R> {
             call: "fcntl",
             errno,
         })?;
-        let deadline = Instant::now() + START_TIMEOUT;
+        let mut deadline = Instant::now() + START_TIMEOUT;
         while sent < bytes.len() {
             match nix::sys::socket::send(
                 self.data.as_raw_fd(),
@@ -420,7 +420,7 @@ impl<R: DeserializeOwned> Started<R> {
             ) {
                 Ok(n) => sent += n,
                 Err(Errno::EAGAIN | Errno::EINTR) => {
-                    if poll_until(&[self.data.as_fd()], libc::POLLOUT, deadline).is_none() {
+                    if poll_until(&[self.data.as_fd()], libc::POLLOUT, &mut deadline).is_none() {
                         self.kill();
                         return Err(ProcessError::NotStarted { pid: self.pid }.into());
                     }
@@ -438,13 +438,13 @@ impl<R: DeserializeOwned> Started<R> {
     /// parent-death signal is set; kill it if the word does not come. End of file
     /// instead means the child ended first (join tells how).
     fn await_start(&mut self) -> Result<(), StartError> {
-        let deadline = Instant::now() + START_TIMEOUT;
+        let mut deadline = Instant::now() + START_TIMEOUT;
         loop {
             let mut byte = [0u8; 1];
             match nix::unistd::read(&self.data, &mut byte) {
                 Ok(_) => return Ok(()),
                 Err(Errno::EAGAIN | Errno::EINTR) => {
-                    if poll_until(&[self.data.as_fd()], libc::POLLIN, deadline).is_none() {
+                    if poll_until(&[self.data.as_fd()], libc::POLLIN, &mut deadline).is_none() {
                         self.kill();
                         return Err(ProcessError::NotStarted { pid: self.pid }.into());
                     }
@@ -522,7 +522,7 @@ impl<R: DeserializeOwned> Started<R> {
 
     /// Read the reply to its end and learn the exit, until `deadline`; true once
     /// both are done.
-    fn wait_until(&mut self, deadline: Instant) -> Result<bool, StartError> {
+    fn wait_until(&mut self, mut deadline: Instant) -> Result<bool, StartError> {
         // The reply first: a child blocked writing a big reply ends only once we
         // read it (joining first would deadlock, as with Python's queues).
         while !self.reply_done {
@@ -531,7 +531,7 @@ impl<R: DeserializeOwned> Started<R> {
                 Ok(0) => self.reply_done = true,
                 Ok(n) => self.reply.extend_from_slice(&buf[..n]),
                 Err(Errno::EAGAIN | Errno::EINTR) => {
-                    if poll_until(&[self.data.as_fd()], libc::POLLIN, deadline).is_none() {
+                    if poll_until(&[self.data.as_fd()], libc::POLLIN, &mut deadline).is_none() {
                         return Ok(false);
                     }
                 }
@@ -573,7 +573,18 @@ pub(crate) fn send_what_fits(data: &OwnedFd, bytes: &[u8]) -> usize {
 
 /// poll(2) on `fds` for `events` until `deadline`: the index of a ready fd, or
 /// `None` once the deadline has passed.
-pub(crate) fn poll_until(fds: &[BorrowedFd<'_>], events: i16, deadline: Instant) -> Option<usize> {
+///
+/// Time this process spends stopped moves the deadline on: Ctrl-Z stops the
+/// whole job, the peer we wait for with it, and after `fg` the peer must not be
+/// blamed for those minutes. So the wait goes in slices of at most 100 ms, and a
+/// slice that comes back far later than asked (the process was stopped
+/// meanwhile) adds its overrun to `deadline`, which the caller keeps for its next
+/// wait.
+pub(crate) fn poll_until(
+    fds: &[BorrowedFd<'_>],
+    events: i16,
+    deadline: &mut Instant,
+) -> Option<usize> {
     let mut pfds: Vec<libc::pollfd> = fds
         .iter()
         .map(|fd| libc::pollfd {
@@ -583,15 +594,26 @@ pub(crate) fn poll_until(fds: &[BorrowedFd<'_>], events: i16, deadline: Instant)
         })
         .collect();
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let asked = Instant::now();
+        let left = deadline.saturating_duration_since(asked);
         if left.is_zero() {
             return None;
         }
-        let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+        let slice = left.min(POLL_SLICE);
+        let ms = slice.as_millis().clamp(1, i32::MAX as u128) as i32;
         // SAFETY: `pfds` is a valid array of `pfds.len()` pollfd structs.
         let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
         if n > 0 {
             return pfds.iter().position(|p| p.revents != 0);
         }
+        let overrun = asked
+            .elapsed()
+            .saturating_sub(Duration::from_millis(ms as u64));
+        if overrun > POLL_SLICE {
+            *deadline += overrun;
+        }
     }
 }
+
+/// The longest single poll in [`poll_until`].
+const POLL_SLICE: Duration = Duration::from_millis(100);

@@ -137,11 +137,74 @@ const CASES: &[Case] = &[
         "forkserver start_with: a 3 MB value; a stopped server is refused at once",
         start_with_faults,
     ),
+    (
+        "Ctrl-Z for 5.5 s, then fg: spawn and forkserver starts go on",
+        stopped_job_goes_on,
+    ),
 ];
 
 fn main() {
     spawn::child_entry(TARGETS); // first: a spawned child runs its function here
+    if std::env::var("START_METHODS_SCENARIO").as_deref() == Ok("starts-for-8-s") {
+        starts_for_8_s();
+        return;
+    }
     common::testkit::run_cases(CASES);
+}
+
+/// A job (this binary, in a process group of its own) that starts children by
+/// spawn and forkserver for 8 s is stopped as a whole, as Ctrl-Z stops it, for
+/// 5.5 s (longer than a start may take, START_TIMEOUT), then continued. The time
+/// it spent stopped is nobody's fault: no start may fail for it.
+fn stopped_job_goes_on() {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().unwrap();
+    let pid = std::process::Command::new(exe)
+        .env("START_METHODS_SCENARIO", "starts-for-8-s")
+        .process_group(0)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap()
+        .id() as i32;
+    // Joined, or killed when dropped, whatever happens below.
+    let mut job = common::process::Child::from_spawned(pid);
+    let group = Pid::from_raw(-pid);
+    std::thread::sleep(Duration::from_secs(1));
+    kill(group, Signal::SIGSTOP).unwrap();
+    std::thread::sleep(Duration::from_millis(5500));
+    kill(group, Signal::SIGCONT).unwrap();
+    let exit = job.join_within(Duration::from_secs(30)).unwrap();
+    assert_eq!(exit.code, 0, "the job ended with {exit}");
+}
+
+fn starts_for_8_s() {
+    let server = forkserver::start().expect("start the fork server");
+    let begun = std::time::Instant::now();
+    let (mut ok, mut failed) = (0, 0);
+    while begun.elapsed() < Duration::from_secs(8) {
+        for method in [Method::Spawn, Method::Server] {
+            let started = match method {
+                Method::Spawn => spawn::start(&SQUARE, &3),
+                Method::Server => server.start(&SQUARE, &3),
+            };
+            match started.and_then(|mut s| s.join_within(Duration::from_secs(30))) {
+                Ok(outcome) if outcome.value == Some(9) => ok += 1,
+                Ok(outcome) => panic!("a child ended with {}", outcome.exit),
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("a start failed: {e}");
+                }
+            }
+        }
+    }
+    server.stop().expect("stop the fork server");
+    eprintln!("{ok} children ran, {failed} starts failed");
+    assert!(
+        ok > 100 && failed == 0,
+        "{ok} children ran, {failed} failed"
+    );
 }
 
 #[derive(Clone, Copy)]
