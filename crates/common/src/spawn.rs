@@ -469,7 +469,10 @@ impl<R: DeserializeOwned> Started<R> {
     /// The watchdog: join within `timeout`, or kill the child with SIGKILL, wait
     /// for its end (at most [`KILL_GRACE`]) and say so in [`Outcome::killed`].
     pub fn join_or_kill(&mut self, timeout: Duration) -> Result<Outcome<R>, StartError> {
-        let killed = !self.wait_until(Instant::now() + timeout)?;
+        // A timeout past any clock (Duration::MAX) waits as long as it takes.
+        let now = Instant::now();
+        let far = now.checked_add(timeout).unwrap_or(now + FOREVER);
+        let killed = !self.wait_until(far)?;
         if killed {
             self.kill();
             if !self.wait_until(Instant::now() + KILL_GRACE)? {
@@ -610,10 +613,13 @@ pub(crate) fn poll_until(
             .elapsed()
             .saturating_sub(Duration::from_millis(ms as u64));
         if overrun > POLL_SLICE {
-            *deadline += overrun;
+            *deadline = deadline.checked_add(overrun).unwrap_or(*deadline);
         }
     }
 }
+
+/// A deadline for "no deadline": a century.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// The longest single poll in [`poll_until`].
 const POLL_SLICE: Duration = Duration::from_millis(100);

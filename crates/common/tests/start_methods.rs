@@ -138,6 +138,10 @@ const CASES: &[Case] = &[
         start_with_faults,
     ),
     (
+        "a patience past any clock waits, never panics (spawn, forkserver)",
+        huge_patience,
+    ),
+    (
         "Ctrl-Z for 5.5 s, then fg: spawn and forkserver starts go on",
         stopped_job_goes_on,
     ),
@@ -274,6 +278,18 @@ fn unit(s: Started) -> spawn::Started<()> {
         Started::Unit(s) => s,
         Started::Error(e) => panic!("start failed: {e}"),
         _ => panic!("wrong type"),
+    }
+}
+
+fn huge_patience() {
+    for method in [Method::Spawn, Method::Server] {
+        with_method(method, |start| {
+            let Started::Int(mut child) = start(Req::Square(6)) else {
+                panic!("start failed")
+            };
+            let out = child.join_within(Duration::MAX).expect("join");
+            assert_eq!((out.exit.code, out.value), (0, Some(36)));
+        });
     }
 }
 
