@@ -783,6 +783,15 @@ fn wait_readable(fd: &OwnedFd, timeout: Duration) {
     unsafe { libc::poll(&mut pfd, 1, ms) };
 }
 
+/// `now + timeout`, or a century from now for a timeout past any clock
+/// (`Duration::MAX`, Python's `timeout=None`), where `Instant + Duration` would
+/// panic with "overflow when adding duration to instant".
+pub fn deadline_in(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or(now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
 /// `_exit(2)`: end this process now, without flushing stdio buffers, running
 /// destructors or `atexit` handlers (those belong to the parent's copy).
 pub fn exit_now(code: i32) -> ! {
@@ -798,5 +807,18 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         s.clone()
     } else {
         "panic with a non-string payload".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_past_any_clock_is_a_century_away() {
+        let far = deadline_in(Duration::MAX);
+        assert!(far > Instant::now() + Duration::from_secs(99 * 365 * 24 * 3600));
+        let near = deadline_in(Duration::from_millis(5));
+        assert!(near <= Instant::now() + Duration::from_millis(5));
     }
 }

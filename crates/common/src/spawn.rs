@@ -470,9 +470,7 @@ impl<R: DeserializeOwned> Started<R> {
     /// for its end (at most [`KILL_GRACE`]) and say so in [`Outcome::killed`].
     pub fn join_or_kill(&mut self, timeout: Duration) -> Result<Outcome<R>, StartError> {
         // A timeout past any clock (Duration::MAX) waits as long as it takes.
-        let now = Instant::now();
-        let far = now.checked_add(timeout).unwrap_or(now + FOREVER);
-        let killed = !self.wait_until(far)?;
+        let killed = !self.wait_until(crate::process::deadline_in(timeout))?;
         if killed {
             self.kill();
             if !self.wait_until(Instant::now() + KILL_GRACE)? {
@@ -617,9 +615,6 @@ pub(crate) fn poll_until(
         }
     }
 }
-
-/// A deadline for "no deadline": a century.
-const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// The longest single poll in [`poll_until`].
 const POLL_SLICE: Duration = Duration::from_millis(100);

@@ -125,7 +125,7 @@ pub fn spin(d: Duration) {
 /// holds), are reported; then every worker is killed with SIGKILL and reaped, so
 /// none outlives the error. `what` names them: "the bank workers".
 pub fn join_all(workers: &mut [Child], limit: Duration, what: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + limit;
+    let deadline = common::process::deadline_in(limit);
     for i in 0..workers.len() {
         let left = deadline.saturating_duration_since(Instant::now());
         let problem = match workers[i].join_timeout(left)? {

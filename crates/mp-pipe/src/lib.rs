@@ -242,7 +242,7 @@ impl Conn {
         if !self.readable {
             return Err(ConnError::WrongWay("write"));
         }
-        let deadline = Instant::now() + timeout;
+        let deadline = common::process::deadline_in(timeout);
         self.with_fd(|fd| wait(fd, PollFlags::POLLIN, deadline))
     }
 
@@ -287,7 +287,7 @@ impl Conn {
                 wire.len()
             )));
         }
-        let deadline = Instant::now() + patience;
+        let deadline = common::process::deadline_in(patience);
         self.with_fd(|fd| {
             let mut left = wire;
             while !left.is_empty() {
@@ -329,7 +329,7 @@ impl Conn {
         if !self.readable {
             return Err(ConnError::WrongWay("write"));
         }
-        let deadline = Instant::now() + patience;
+        let deadline = common::process::deadline_in(patience);
         let timeout = || ConnError::RecvTimeout(patience.as_secs_f64());
         self.with_fd(|fd| {
             if self.kind == Kind::Packet {
@@ -687,6 +687,15 @@ mod tests {
         assert!(matches!(b.send(&1, T), Err(ConnError::PeerClosed)));
         assert!(matches!(a.send(&1, T), Err(ConnError::Closed)));
         assert_eq!(b.file_type().unwrap(), "socket");
+    }
+
+    #[test]
+    fn a_timeout_past_any_clock_waits_never_panics() {
+        // Python's poll(None) / recv() with no timeout: Duration::MAX here.
+        let (a, b) = pipe(true).unwrap();
+        a.send(&5i64, Duration::MAX).unwrap();
+        assert!(b.poll(Duration::MAX).unwrap());
+        assert_eq!(b.recv::<i64>(Duration::MAX).unwrap(), Some(5));
     }
 
     #[test]

@@ -78,7 +78,7 @@ pub fn fork_big_sender(len: usize) -> anyhow::Result<(Child, IpcReceiver<ByteBuf
 /// Receive pieces until every sender is gone; the number of bytes. An error if
 /// the whole transfer takes longer than `patience`, however far it got.
 pub fn recv_big(rx: &IpcReceiver<ByteBuf>, patience: Duration) -> anyhow::Result<usize> {
-    let deadline = Instant::now() + patience;
+    let deadline = common::process::deadline_in(patience);
     let mut got = 0;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());

@@ -93,7 +93,7 @@ impl Helper {
     /// Wait at most `patience` for it to end; past that, kill and reap it and say
     /// so (it was stopped, or stuck).
     pub fn join_within(&mut self, patience: Duration) -> anyhow::Result<i32> {
-        let deadline = Instant::now() + patience;
+        let deadline = common::process::deadline_in(patience);
         loop {
             if let Some(status) = self.ended()? {
                 return Ok(exitcode(status));

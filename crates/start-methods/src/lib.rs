@@ -90,7 +90,7 @@ pub fn take_lock(ms: u64) -> bool {
 /// enough for a child forked beside other threads (an atomic compare-exchange,
 /// clock_gettime and nanosleep; no allocation).
 pub fn try_lock_for(patience: Duration) -> bool {
-    let deadline = Instant::now() + patience;
+    let deadline = common::process::deadline_in(patience);
     loop {
         if LOCK.try_lock().is_ok() {
             return true;
