@@ -141,7 +141,11 @@ fn sigterm_in_the_middle_leaves_no_dev_shm_entry() {
             code == -libc::SIGTERM || code == 0,
             "exit {code} after {delay:?}\n{out}\n{err}"
         );
-        if code != 0 {
+        // A signal within the first microseconds kills the lesson before it
+        // has installed its handler: it has made nothing and said nothing yet
+        // (the /dev/shm check below still runs). Any later one is handled.
+        let before_its_handler = code == -libc::SIGTERM && out.is_empty() && err.is_empty();
+        if code != 0 && !before_its_handler {
             assert!(err.contains("error: interrupted by SIGTERM"), "{err}");
         }
         assert!(!err.contains("panicked"), "{err}");
