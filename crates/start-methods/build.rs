@@ -56,6 +56,8 @@ fn main() {
         return;
     }
     if let Some(dir) = path.parent() {
+        // Look again if the archive goes (a compiler upgrade moves it).
+        println!("cargo:rerun-if-changed={}", path.display());
         println!("cargo:rustc-link-search=native={}", dir.display());
         println!("cargo:rustc-link-lib=static:+whole-archive,-bundle=gcc_eh");
     }

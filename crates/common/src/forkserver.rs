@@ -155,8 +155,8 @@ impl ForkServer {
         let (data, data_child) = pair(SockType::Stream)?;
         let (status, status_server) = pair(SockType::SeqPacket)?;
         let fds = [data_child.as_raw_fd(), status_server.as_raw_fd()];
-        let mut deadline = Instant::now() + START_TIMEOUT;
         let bytes = encode(func.name(), arg)?;
+        let mut deadline = Instant::now() + START_TIMEOUT;
         self.send_request(func.name().as_bytes(), &fds, &mut deadline)?;
         // The server holds its own copies now (SCM_RIGHTS duplicates them).
         drop((data_child, status_server));
@@ -240,8 +240,10 @@ impl ForkServer {
                 .name("start_with".into())
                 .spawn_scoped(s, move || tx.send(value).is_ok())
                 .map_err(io("cannot start a thread to send the value"))?;
+            let mut deadline = Instant::now() + START_TIMEOUT;
             let mut last = Instant::now();
-            while !sender.is_finished() && last < deadline {
+            let mut gave_up = false;
+            while !sender.is_finished() {
                 std::thread::sleep(Duration::from_micros(50));
                 // Time this process spent stopped (Ctrl-Z) is not the child's.
                 let gap = last.elapsed();
@@ -249,11 +251,14 @@ impl ForkServer {
                     deadline += gap;
                 }
                 last = Instant::now();
+                if last >= deadline && !sender.is_finished() {
+                    served.kill(); // which ends the send
+                    gave_up = true;
+                    break;
+                }
             }
-            if !sender.is_finished() {
-                served.kill();
-            }
-            Ok::<bool, StartError>(sender.join().unwrap_or(false))
+            // A child killed above is an error, even if the send then completed.
+            Ok::<bool, StartError>(sender.join().unwrap_or(false) && !gave_up)
         })?;
         if !sent {
             served.kill();
@@ -458,7 +463,10 @@ fn trampoline<T: DeserializeOwned + Serialize>(f: usize, rx: OpaqueIpcReceiver) 
     // `T`, in the executable's code (`can_run`, checked by program and server),
     // mapped here at the same address: server and child are forks of the program.
     let f = unsafe { std::mem::transmute::<*const (), fn(T) -> i32>(f as *const ()) };
-    let value = rx.to::<T>().try_recv_timeout(START_TIMEOUT);
+    // No timeout: the program sends the value at once, or kills us if it cannot;
+    // a program stopped with Ctrl-Z goes on after `fg`; one that dies closes its
+    // end, and `recv` fails.
+    let value = rx.to::<T>().recv();
     // (`rx` is closed now: the child keeps only what the value carries.)
     match value {
         Ok(value) => f(value),

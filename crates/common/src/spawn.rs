@@ -284,10 +284,14 @@ pub(crate) fn registered(name: &'static str) -> Result<(), StartError> {
 /// its side, run the function, write the [`Reply`]; the exit code to end with.
 pub(crate) fn run_target(target: &dyn Target, data: OwnedFd) -> i32 {
     let mut sock = std::os::unix::net::UnixStream::from(data);
-    // A parent that never sends (stopped) must not hold us forever.
-    let _ = sock.set_read_timeout(Some(START_TIMEOUT));
+    // No timeout: a parent stopped with Ctrl-Z goes on after `fg`, one that
+    // gives up kills us or closes the socket, and one that dies closes it.
     let mut arg = Vec::new();
-    let (reply, code) = match sock.read_to_end(&mut arg) {
+    let read = sock.read_to_end(&mut arg);
+    if read.is_ok() && parent_gave_up(&sock) {
+        return 1; // nobody waits for this start: run nothing
+    }
+    let (reply, code) = match read {
         Err(e) => (Reply::Raised(format!("reading the argument: {e}")), 1),
         Ok(_) => match panic::catch_unwind(AssertUnwindSafe(|| target.call(&arg))) {
             Ok(Ok(bytes)) => (Reply::Returned(bytes), 0),
@@ -299,6 +303,22 @@ pub(crate) fn run_target(target: &dyn Target, data: OwnedFd) -> i32 {
         let _ = sock.write_all(&bytes); // the parent may be gone: nothing to do then
     }
     code
+}
+
+/// Whether the parent has closed its end of the socket altogether (POLLHUP), not
+/// only its sending side (`shutdown(SHUT_WR)` after the argument, which gives end
+/// of file too): then it gave up on this start (it returned an error, say after a
+/// fork server that was stopped for longer than [`START_TIMEOUT`] forked us
+/// late), and the function must not run.
+fn parent_gave_up(sock: &std::os::unix::net::UnixStream) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, timeout 0: it only reports the socket's state.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n > 0 && pfd.revents & libc::POLLHUP != 0
 }
 
 /// Spawn a fresh copy of this program that runs `func(arg)`, and return once it

@@ -61,7 +61,7 @@ pub fn run_command(mut cmd: Command, timeout: Duration) -> Run {
         let _ = err.read_to_string(&mut s);
         s
     });
-    let deadline = Instant::now() + timeout;
+    let deadline = crate::process::deadline_in(timeout);
     let status = loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
             break Some(status);

@@ -55,7 +55,18 @@ fn own_start(_: ()) -> (bool, i32) {
     (is_null, sig)
 }
 
+/// Leaves a file behind: proof that the function ran.
+fn touch(path: String) {
+    std::fs::write(path, b"ran").expect("write the marker");
+}
+
+/// For `start_with`: 0 if the value came whole.
+fn is_68(value: i64) -> i32 {
+    i32::from(value != 68)
+}
+
 static SQUARE: Func<i64, i64> = Func::new("square", square);
+static TOUCH: Func<String, ()> = Func::new("touch", touch);
 static OWN_START: Func<(), (bool, i32)> = Func::new("own_start", own_start);
 static CHOSEN: Func<i32, ()> = Func::new("chosen_code", chosen_code);
 static PANICS: Func<String, ()> = Func::new("panics", panics);
@@ -64,7 +75,7 @@ static BIG: Func<usize, Vec<u8>> = Func::new("big", big);
 /// Deliberately not in the registry.
 static MISSING: Func<i64, i64> = Func::new("missing", square);
 
-static TARGETS: Registry = &[&SQUARE, &CHOSEN, &PANICS, &SLEEPS, &BIG, &OWN_START];
+static TARGETS: Registry = &[&SQUARE, &CHOSEN, &PANICS, &SLEEPS, &BIG, &OWN_START, &TOUCH];
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -142,6 +153,10 @@ const CASES: &[Case] = &[
         huge_patience,
     ),
     (
+        "a forkserver start that failed never runs its function later",
+        failed_start_never_runs,
+    ),
+    (
         "Ctrl-Z for 5.5 s, then fg: spawn and forkserver starts go on",
         stopped_job_goes_on,
     ),
@@ -187,6 +202,10 @@ fn starts_for_8_s() {
     let server = forkserver::start().expect("start the fork server");
     let begun = std::time::Instant::now();
     let (mut ok, mut failed) = (0, 0);
+    let mut failure = |e: StartError| {
+        failed += 1;
+        eprintln!("a start failed: {e}");
+    };
     while begun.elapsed() < Duration::from_secs(8) {
         for method in [Method::Spawn, Method::Server] {
             let started = match method {
@@ -196,11 +215,17 @@ fn starts_for_8_s() {
             match started.and_then(|mut s| s.join_within(Duration::from_secs(30))) {
                 Ok(outcome) if outcome.value == Some(9) => ok += 1,
                 Ok(outcome) => panic!("a child ended with {}", outcome.exit),
-                Err(e) => {
-                    failed += 1;
-                    eprintln!("a start failed: {e}");
-                }
+                Err(e) => failure(e),
             }
+        }
+        // And a child that takes its value on a channel, after the start.
+        let joined = server
+            .start_with(is_68, 68)
+            .and_then(|mut s| s.join_timeout(Duration::from_secs(30)));
+        match joined {
+            Ok(Some(exit)) if exit.success() => ok += 1,
+            Ok(end) => panic!("a start_with child: {end:?}"),
+            Err(e) => failure(e),
         }
     }
     server.stop().expect("stop the fork server");
@@ -279,6 +304,26 @@ fn unit(s: Started) -> spawn::Started<()> {
         Started::Error(e) => panic!("start failed: {e}"),
         _ => panic!("wrong type"),
     }
+}
+
+/// The server is stopped, so the start gives up after START_TIMEOUT. Once the
+/// server goes on, it forks a child for that old request; the argument is all
+/// there, but the program has closed its end: the child must not run.
+fn failed_start_never_runs() {
+    let marker = std::env::temp_dir().join(format!("start-methods-{}-ran", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    let server = forkserver::start().expect("start the fork server");
+    let pid = Pid::from_raw(server.pid());
+    kill(pid, Signal::SIGSTOP).unwrap();
+    let path = marker.to_string_lossy().into_owned();
+    let started = server.start(&TOUCH, &path);
+    kill(pid, Signal::SIGCONT).unwrap();
+    assert!(started.is_err(), "a stopped server answered");
+    std::thread::sleep(Duration::from_millis(500));
+    let ran = marker.exists();
+    let _ = std::fs::remove_file(&marker);
+    assert!(!ran, "the function ran after its start had failed");
+    server.stop().expect("stop the fork server");
 }
 
 fn huge_patience() {
