@@ -524,10 +524,20 @@ fn delivered_result_is_final() {
 fn killed_while_sending_says_so() {
     within(Duration::from_secs(20), || {
         let pool = Pool::new(1).unwrap();
-        let res = pool.apply_async(bytes, 64 << 20).unwrap();
-        std::thread::sleep(Duration::from_millis(500));
-        let victim = pool.worker_pids()[0];
-        res.ready(); // the parent has read the first pieces
+        // `ready()` reads the pieces that have come; when the worker keeps up,
+        // that can be all of them, and the kill comes too late to be "while it
+        // sends": then try again, a few times.
+        let mut tries = 0;
+        let (res, victim) = loop {
+            let res = pool.apply_async(bytes, 64 << 20).unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+            let victim = pool.worker_pids()[0];
+            if !res.ready() {
+                break (res, victim); // the parent has read the first pieces
+            }
+            tries += 1;
+            assert!(tries < 5, "the worker sent 64 MB whole before every kill");
+        };
         signal(victim, Signal::SIGKILL);
         match res.get(Some(Duration::from_secs(5))) {
             Err(e @ PoolError::WorkerDiedSending { pid, .. }) => {
