@@ -3,7 +3,7 @@
 //! ipc-channel 0.23 measures the kernel's socket send-buffer size once, lazily, on
 //! the first send (`SYSTEM_SENDBUF_SIZE` in its `src/platform/unix/mod.rs`), and
 //! panics if it cannot open a socket for that ("Failed to obtain a socket for
-//! checking maximum send size"), for example under `ulimit -n 7`. [`ready`] forces
+//! checking maximum send size"), for example under `ulimit -n 6` in mp-queue. [`ready`] forces
 //! that measurement at a moment the lesson chooses, after checking that sockets can
 //! be opened, so that a file-descriptor limit is a clear error, not a panic in the
 //! middle of a send.
