@@ -55,8 +55,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::process::{Child, Exit, Joined, KILL_GRACE, START_TIMEOUT, pidfd_send_signal};
+use crate::spawn::{
+    Deadline, encode, find, pair, poll_until, registered, run_target, send_what_fits,
+};
 use crate::spawn::{Func, REGISTRY, StartError, Started, Waiter};
-use crate::spawn::{encode, find, pair, poll_until, registered, run_target, send_what_fits};
 
 /// The running fork server. Drop stops it (and kills its children still running).
 #[derive(Debug)]
@@ -156,7 +158,7 @@ impl ForkServer {
         let (status, status_server) = pair(SockType::SeqPacket)?;
         let fds = [data_child.as_raw_fd(), status_server.as_raw_fd()];
         let bytes = encode(func.name(), arg)?;
-        let mut deadline = Instant::now() + START_TIMEOUT;
+        let mut deadline = Deadline::after(START_TIMEOUT);
         self.send_request(func.name().as_bytes(), &fds, &mut deadline)?;
         // The server holds its own copies now (SCM_RIGHTS duplicates them).
         drop((data_child, status_server));
@@ -210,7 +212,7 @@ impl ForkServer {
         let io = |what| move |error| StartError::Io { what, error };
         let (tx, rx) = ipc::channel::<T>().map_err(io("cannot make a channel"))?;
         let (status, status_server) = pair(SockType::SeqPacket)?;
-        let mut deadline = Instant::now() + START_TIMEOUT;
+        let mut deadline = Deadline::after(START_TIMEOUT);
         {
             let mut handoff = self.handoff.lock().unwrap_or_else(|e| e.into_inner());
             handoff.0 += 1;
@@ -274,7 +276,7 @@ impl ForkServer {
         &self,
         bytes: &[u8],
         fds: &[RawFd],
-        deadline: &mut Instant,
+        deadline: &mut Deadline,
     ) -> Result<(), StartError> {
         let control = self.control.as_ref().expect("open until dropped");
         loop {
@@ -297,7 +299,7 @@ impl ForkServer {
     fn answer(
         &self,
         status: &OwnedFd,
-        deadline: &mut Instant,
+        deadline: &mut Deadline,
     ) -> Result<(i32, OwnedFd), StartError> {
         if poll_until(&[status.as_fd()], libc::POLLIN, deadline).is_none() {
             return Err(StartError::Server("no answer within 5 s (stopped?)"));
@@ -368,10 +370,10 @@ impl ServerChild {
                 return Ok(None); // still running
             }
             let slice = now + REPORT_GRACE;
-            let mut until = match deadline {
+            let mut until = Deadline::at(match deadline {
                 Some(d) if !ended => d.min(slice),
                 _ => slice,
-            };
+            });
             let got = poll_until(&[self.status.as_fd()], libc::POLLIN, &mut until);
             if got.is_none() && ended {
                 // It ended a slice ago: a running server reaps and reports in
@@ -536,7 +538,7 @@ fn serve(control: OwnedFd, handoffs: IpcReceiver<Handoff>, code: &[(usize, usize
             poll_until(
                 &fds,
                 libc::POLLIN,
-                &mut (Instant::now() + Duration::from_secs(1)),
+                &mut Deadline::after(Duration::from_secs(1)),
             );
         }
         served.retain_mut(|(child, status)| {

@@ -431,7 +431,7 @@ impl<R: DeserializeOwned> Started<R> {
             call: "fcntl",
             errno,
         })?;
-        let mut deadline = Instant::now() + START_TIMEOUT;
+        let mut deadline = Deadline::after(START_TIMEOUT);
         while sent < bytes.len() {
             match nix::sys::socket::send(
                 self.data.as_raw_fd(),
@@ -458,7 +458,7 @@ impl<R: DeserializeOwned> Started<R> {
     /// parent-death signal is set; kill it if the word does not come. End of file
     /// instead means the child ended first (join tells how).
     fn await_start(&mut self) -> Result<(), StartError> {
-        let mut deadline = Instant::now() + START_TIMEOUT;
+        let mut deadline = Deadline::after(START_TIMEOUT);
         loop {
             let mut byte = [0u8; 1];
             match nix::unistd::read(&self.data, &mut byte) {
@@ -543,7 +543,8 @@ impl<R: DeserializeOwned> Started<R> {
 
     /// Read the reply to its end and learn the exit, until `deadline`; true once
     /// both are done.
-    fn wait_until(&mut self, mut deadline: Instant) -> Result<bool, StartError> {
+    fn wait_until(&mut self, end: Instant) -> Result<bool, StartError> {
+        let mut deadline = Deadline::at(end);
         // The reply first: a child blocked writing a big reply ends only once we
         // read it (joining first would deadlock, as with Python's queues).
         while !self.reply_done {
@@ -560,7 +561,7 @@ impl<R: DeserializeOwned> Started<R> {
             }
         }
         if self.exit.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.left();
             self.exit = match &mut self.waiter {
                 Waiter::Own(child) => child.join_timeout(left)?,
                 Waiter::Server(child) => child.exit_within(left)?,
@@ -592,19 +593,54 @@ pub(crate) fn send_what_fits(data: &OwnedFd, bytes: &[u8]) -> usize {
     nix::sys::socket::send(data.as_raw_fd(), bytes, flags).unwrap_or(0)
 }
 
+/// A deadline that does not count time this process spends stopped: Ctrl-Z
+/// stops the whole job, the peer we wait for with it, and after `fg` the peer
+/// must not be blamed for those minutes. It remembers when it was last looked
+/// at; a look that comes far later than the wait since then explains (more than
+/// [`POLL_SLICE`] late: the process was stopped, or busy elsewhere) moves the end
+/// on by that much.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline {
+    end: Instant,
+    /// When it was last looked at, and how long the wait since then was meant
+    /// to take.
+    seen: Instant,
+    slept: Duration,
+}
+
+impl Deadline {
+    /// `timeout` from now (a century for a timeout past any clock).
+    pub(crate) fn after(timeout: Duration) -> Deadline {
+        Deadline::at(crate::process::deadline_in(timeout))
+    }
+
+    pub(crate) fn at(end: Instant) -> Deadline {
+        Deadline {
+            end,
+            seen: Instant::now(),
+            slept: Duration::ZERO,
+        }
+    }
+
+    /// What is left now, after moving the end past any gap since the last look.
+    pub(crate) fn left(&mut self) -> Duration {
+        let now = Instant::now();
+        let late = (now - self.seen).saturating_sub(self.slept);
+        if late > POLL_SLICE {
+            self.end = self.end.checked_add(late).unwrap_or(self.end);
+        }
+        (self.seen, self.slept) = (now, Duration::ZERO);
+        self.end.saturating_duration_since(now)
+    }
+}
+
 /// poll(2) on `fds` for `events` until `deadline`: the index of a ready fd, or
-/// `None` once the deadline has passed.
-///
-/// Time this process spends stopped moves the deadline on: Ctrl-Z stops the
-/// whole job, the peer we wait for with it, and after `fg` the peer must not be
-/// blamed for those minutes. So the wait goes in slices of at most 100 ms, and a
-/// slice that comes back far later than asked (the process was stopped
-/// meanwhile) adds its overrun to `deadline`, which the caller keeps for its next
-/// wait.
+/// `None` once the deadline has passed. The wait goes in slices of at most
+/// [`POLL_SLICE`], so that a stop of this process is seen ([`Deadline`]).
 pub(crate) fn poll_until(
     fds: &[BorrowedFd<'_>],
     events: i16,
-    deadline: &mut Instant,
+    deadline: &mut Deadline,
 ) -> Option<usize> {
     let mut pfds: Vec<libc::pollfd> = fds
         .iter()
@@ -615,23 +651,20 @@ pub(crate) fn poll_until(
         })
         .collect();
     loop {
-        let asked = Instant::now();
-        let left = deadline.saturating_duration_since(asked);
+        let left = deadline.left();
         if left.is_zero() {
             return None;
         }
         let slice = left.min(POLL_SLICE);
         let ms = slice.as_millis().clamp(1, i32::MAX as u128) as i32;
+        deadline.slept = Duration::from_millis(ms as u64);
         // SAFETY: `pfds` is a valid array of `pfds.len()` pollfd structs.
         let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
         if n > 0 {
+            // Looked at now: the caller's own steps until its next wait count
+            // from here.
+            deadline.left();
             return pfds.iter().position(|p| p.revents != 0);
-        }
-        let overrun = asked
-            .elapsed()
-            .saturating_sub(Duration::from_millis(ms as u64));
-        if overrun > POLL_SLICE {
-            *deadline = deadline.checked_add(overrun).unwrap_or(*deadline);
         }
     }
 }
