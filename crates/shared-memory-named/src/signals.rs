@@ -11,13 +11,15 @@
 //! SIGKILL runs nothing in the lesson: then only the resource tracker, another
 //! process, can unlink what was left ([`crate::helpers`]).
 
-use std::sync::atomic::{AtomicI32, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering::SeqCst};
 use std::time::Duration;
 
 use anyhow::bail;
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
 static CAUGHT: AtomicI32 = AtomicI32::new(0);
+/// Whether [`check`] has turned the caught signal into an error yet.
+static SAID: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(sig: libc::c_int) {
     // An atomic store: async-signal-safe.
@@ -66,7 +68,10 @@ pub fn check() -> anyhow::Result<()> {
     match caught() {
         // Not yet cleaned up here: the error unwinds the steps, which unlink
         // their names; `main` then says what /dev/shm holds ([`after_cleanup`]).
-        Some(sig) => bail!("interrupted by {sig}"),
+        Some(sig) => {
+            SAID.store(true, SeqCst);
+            bail!("interrupted by {sig}")
+        }
         None => Ok(()),
     }
 }
@@ -94,8 +99,17 @@ pub fn wait_until(done: impl Fn() -> bool, what: &str) -> anyhow::Result<()> {
 /// whether any `/dev/shm` entry named `prefix*` is left. The step guards unlink
 /// the names they own and the resource tracker those of killed creators; this
 /// looks at the result, whoever did the work.
+///
+/// A signal that no wait turned into an error (it came after the last one, while
+/// the lesson checked for zombies and fds, or it broke a blocking call with EINTR)
+/// is named here, so that every caught signal gets its `error:` line.
 pub fn after_cleanup(prefix: &str) {
     let Some(sig) = caught() else { return };
+    if !SAID.load(SeqCst) {
+        common::output::fail(&format!(
+            "interrupted by {sig} after the lesson's last wait"
+        ));
+    }
     let line = match crate::named::dev_shm_names(prefix) {
         Ok(left) if left.is_empty() => {
             format!("after {sig}: no /dev/shm entry named {prefix}* is left")
