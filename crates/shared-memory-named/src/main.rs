@@ -101,8 +101,8 @@ fn main() -> ExitCode {
         return code;
     }
     let code = common::output::main(run);
-    signals::after_cleanup(&name_for(""));
-    signals::reraise(); // stopped by SIGTERM/SIGINT: die of it, now that all is clean
+    // Stopped by SIGTERM/SIGINT: say what is left, then die of it.
+    signals::end_after_cleanup(&name_for(""));
     code
 }
 

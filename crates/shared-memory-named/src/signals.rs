@@ -67,7 +67,7 @@ pub fn caught() -> Option<Signal> {
 pub fn check() -> anyhow::Result<()> {
     match caught() {
         // Not yet cleaned up here: the error unwinds the steps, which unlink
-        // their names; `main` then says what /dev/shm holds ([`after_cleanup`]).
+        // their names; `main` then says what /dev/shm holds ([`end_after_cleanup`]).
         Some(sig) => {
             SAID.store(true, SeqCst);
             bail!("interrupted by {sig}")
@@ -95,16 +95,25 @@ pub fn wait_until(done: impl Fn() -> bool, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// After the lesson has cleaned up, if a signal stopped it: say (on stderr)
-/// whether any `/dev/shm` entry named `prefix*` is left. The step guards unlink
+/// After the lesson has cleaned up, if a signal stopped it: say so on stderr,
+/// then die of that signal (default action), so whoever started it sees what
+/// happened. The flag is read once, so that a signal arriving in here is either
+/// both reported and re-raised or left to end the process on its own.
+pub fn end_after_cleanup(prefix: &str) {
+    let Some(sig) = caught() else { return };
+    report(sig, prefix);
+    default_in_child();
+    let _ = nix::sys::signal::raise(sig);
+}
+
+/// Whether any `/dev/shm` entry named `prefix*` is left. The step guards unlink
 /// the names they own and the resource tracker those of killed creators; this
 /// looks at the result, whoever did the work.
 ///
 /// A signal that no wait turned into an error (it came after the last one, while
 /// the lesson checked for zombies and fds, or it broke a blocking call with EINTR)
 /// is named here, so that every caught signal gets its `error:` line.
-pub fn after_cleanup(prefix: &str) {
-    let Some(sig) = caught() else { return };
+fn report(sig: Signal, prefix: &str) {
     if !SAID.load(SeqCst) {
         common::output::fail(&format!(
             "interrupted by {sig} after the lesson's last wait"
@@ -118,13 +127,4 @@ pub fn after_cleanup(prefix: &str) {
         Err(e) => format!("after {sig}: cannot list /dev/shm: {e:#}"),
     };
     eprintln!("{}", common::output::wrap(&line, 80, "  ").join("\n"));
-}
-
-/// After the lesson has cleaned up: if a signal stopped it, die of that signal
-/// (default action), so whoever started it sees what happened.
-pub fn reraise() {
-    if let Some(sig) = caught() {
-        default_in_child();
-        let _ = nix::sys::signal::raise(sig);
-    }
 }
