@@ -14,7 +14,7 @@
 //! - [`lock`]: a robust, process-shared mutex that lives in shared memory.
 //! - [`timeline`]: spans recorded by threads and forked children, drawn as a chart.
 //! - [`output`]: the banner, steps and check lines every lesson prints.
-//! - [`bench`]: for the `cargo bench` targets: `--quick`, progress, best-of.
+//! - [`bench`](mod@bench): for the `cargo bench` targets: `--quick`, progress, best-of.
 //! - [`testkit`]: for integration tests: run a lesson binary under a timeout.
 //!
 //! Linux only: the course is about Linux's `fork`, `memfd_create`, robust pthread

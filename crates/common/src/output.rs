@@ -20,9 +20,9 @@ pub struct CommonArgs {
     /// locale is not UTF-8).
     #[arg(long)]
     pub ascii: bool,
-    /// Also write each timeline as an SVG picture, DIR/<lesson>-<title>.svg (the
-    /// chart's title in lower case, words joined by '-'), the machine and the date
-    /// beneath it.
+    /// Also write each timeline as an SVG picture, DIR/LESSON-TITLE.svg (the
+    /// lesson's name, then the chart's title in lower case, words joined by '-'),
+    /// the machine and the date beneath it.
     #[arg(long, value_name = "DIR")]
     pub svg: Option<PathBuf>,
 }
