@@ -315,7 +315,9 @@ impl ForkServer {
     }
 
     /// Stop the server: close the request socket; it kills any child still
-    /// running, and exits; join it.
+    /// running, and exits; join it. A server that is stopped (SIGSTOP) is
+    /// killed, within about 100 ms; one that runs but does not exit within 5 s
+    /// is killed too, and that is an error.
     pub fn stop(mut self) -> Result<Exit, StartError> {
         self.shutdown()
     }
@@ -327,11 +329,28 @@ impl ForkServer {
             let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
             let _ = nix::sys::socket::send(control.as_raw_fd(), &[], flags);
         }
-        if self.server.is_stopped() {
-            // A stopped server reads no socket: waiting for it would be in vain.
-            self.server.kill()?;
+        // Wait for its exit in short slices. A server that is stopped reads no
+        // socket: waiting for it would be in vain, so it is killed. A SIGSTOP
+        // sent a moment ago may not have taken effect at the first look, hence a
+        // look after every slice.
+        let mut deadline = Deadline::after(START_TIMEOUT);
+        loop {
+            let slice = deadline.slice();
+            if let Some(exit) = self.server.join_timeout(slice)? {
+                return Ok(exit);
+            }
+            if self.server.is_stopped() {
+                self.server.kill()?;
+                return Ok(self.server.join_within(KILL_GRACE)?);
+            }
+            if slice.is_zero() {
+                // Running, but not stopping: the bound is kept all the same.
+                let _ = self.server.join_within(Duration::ZERO);
+                return Err(StartError::Server(
+                    "it did not exit within 5 s of being told to stop; it was killed",
+                ));
+            }
         }
-        Ok(self.server.join_within(START_TIMEOUT + KILL_GRACE)?)
     }
 }
 

@@ -632,6 +632,14 @@ impl Deadline {
         (self.seen, self.slept) = (now, Duration::ZERO);
         self.end.saturating_duration_since(now)
     }
+
+    /// The next wait: what is left, but at most [`POLL_SLICE`] (zero once the
+    /// end has passed). The caller waits that long, or less, then looks again.
+    pub(crate) fn slice(&mut self) -> Duration {
+        let slice = self.left().min(POLL_SLICE);
+        self.slept = slice;
+        slice
+    }
 }
 
 /// poll(2) on `fds` for `events` until `deadline`: the index of a ready fd, or
@@ -651,13 +659,11 @@ pub(crate) fn poll_until(
         })
         .collect();
     loop {
-        let left = deadline.left();
-        if left.is_zero() {
+        let slice = deadline.slice();
+        if slice.is_zero() {
             return None;
         }
-        let slice = left.min(POLL_SLICE);
         let ms = slice.as_millis().clamp(1, i32::MAX as u128) as i32;
-        deadline.slept = Duration::from_millis(ms as u64);
         // SAFETY: `pfds` is a valid array of `pfds.len()` pollfd structs.
         let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
         if n > 0 {

@@ -128,6 +128,10 @@ const CASES: &[Case] = &[
         stop_kills_children,
     ),
     (
+        "forkserver: stop just after a SIGSTOP kills the server within 1 s",
+        stop_right_after_sigstop,
+    ),
+    (
         "forkserver: start is refused once threads run",
         refused_with_threads,
     ),
@@ -452,6 +456,26 @@ fn stop_kills_children() {
     c.kill(); // the pidfd names the dead child: a no-op, not another process
     let out = c.join_within(PATIENCE).expect("join");
     assert_eq!(out.exit.code, -9);
+}
+
+/// A SIGSTOP takes effect a moment after kill(2) returns, so a single look at
+/// the server's state, made at once, still sees it running; stop must not then
+/// wait out its whole bound for a server that will read nothing.
+fn stop_right_after_sigstop() {
+    for _ in 0..20 {
+        let server = forkserver::start().expect("start");
+        let pid = server.pid();
+        let t = std::time::Instant::now();
+        kill(Pid::from_raw(pid), Signal::SIGSTOP).expect("stop");
+        let exit = server.stop().expect("stop");
+        let took = t.elapsed();
+        assert!(took < Duration::from_secs(1), "stop took {took:?}");
+        assert!(exit.code == -9 || exit.code == 0, "exit code {}", exit.code);
+        assert!(
+            common::procfs::state_of(pid).is_none(),
+            "pid {pid} still there"
+        );
+    }
 }
 
 fn refused_with_threads() {
