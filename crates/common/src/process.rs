@@ -405,6 +405,11 @@ impl Child {
 
     /// `Process.join(timeout)`: `Some(exit)` if the child ended in time, `None` if it
     /// is still running (it is left running: see [`Child::join_or_kill`]).
+    ///
+    /// Like Python's, the timeout is the caller's and runs on the monotonic clock:
+    /// time this program spends stopped (Ctrl-Z) counts. Only the kit's own bound
+    /// on a child's start ([`START_TIMEOUT`]) leaves such time out. The same holds
+    /// for every `join_*` of spawn and forkserver children.
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<Option<Exit>, ProcessError> {
         let Some(deadline) = Instant::now().checked_add(timeout) else {
             return self.join().map(Some); // a timeout past any clock: no timeout

@@ -544,7 +544,7 @@ impl<R: DeserializeOwned> Started<R> {
     /// Read the reply to its end and learn the exit, until `deadline`; true once
     /// both are done.
     fn wait_until(&mut self, end: Instant) -> Result<bool, StartError> {
-        let mut deadline = Deadline::at(end);
+        let mut deadline = Deadline::fixed(end);
         // The reply first: a child blocked writing a big reply ends only once we
         // read it (joining first would deadlock, as with Python's queues).
         while !self.reply_done {
@@ -598,7 +598,8 @@ pub(crate) fn send_what_fits(data: &OwnedFd, bytes: &[u8]) -> usize {
 /// must not be blamed for those minutes. It remembers when it was last looked
 /// at; a look that comes far later than the wait since then explains (more than
 /// [`POLL_SLICE`] late: the process was stopped, or busy elsewhere) moves the end
-/// on by that much.
+/// on by that much. That is for the kit's own bounds (a start's 5 s); a caller's
+/// patience is [`Deadline::fixed`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Deadline {
     end: Instant,
@@ -606,6 +607,8 @@ pub(crate) struct Deadline {
     /// to take.
     seen: Instant,
     slept: Duration,
+    /// False for a caller's patience ([`Deadline::fixed`]): that end never moves.
+    moves: bool,
 }
 
 impl Deadline {
@@ -619,6 +622,17 @@ impl Deadline {
             end,
             seen: Instant::now(),
             slept: Duration::ZERO,
+            moves: true,
+        }
+    }
+
+    /// An end that time spent stopped does not move: a caller's own patience
+    /// (`join_within`, `join_or_kill`), measured like Python's `join(timeout)`
+    /// on the monotonic clock, as the kit's `Child::join_timeout` measures it.
+    pub(crate) fn fixed(end: Instant) -> Deadline {
+        Deadline {
+            moves: false,
+            ..Deadline::at(end)
         }
     }
 
@@ -626,7 +640,7 @@ impl Deadline {
     pub(crate) fn left(&mut self) -> Duration {
         let now = Instant::now();
         let late = (now - self.seen).saturating_sub(self.slept);
-        if late > POLL_SLICE {
+        if self.moves && late > POLL_SLICE {
             self.end = self.end.checked_add(late).unwrap_or(self.end);
         }
         (self.seen, self.slept) = (now, Duration::ZERO);
