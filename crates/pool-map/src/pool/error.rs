@@ -29,10 +29,12 @@ pub enum PoolError {
     /// The task ran, but its worker died before its result had crossed whole.
     #[error("worker pid {pid} died ({exit}) while it sent this task's result")]
     WorkerDiedSending { pid: i32, exit: String },
-    /// The worker stayed stopped (SIGSTOP) too long while it held this task.
+    /// The worker stayed stopped (SIGSTOP) too long while it held this task. The
+    /// pool then starts another in its place, as for a worker that died; if it
+    /// cannot, the pool is broken and says so in the errors that follow.
     #[error(
         "worker pid {pid} was stopped (SIGSTOP) for {secs} s while it held this task; \
-         it was killed and replaced"
+         it was killed"
     )]
     WorkerStopped { pid: i32, secs: u64 },
     #[error("no result within {} (the task goes on running)", fmt_duration(*.0))]
