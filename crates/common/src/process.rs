@@ -89,7 +89,7 @@ pub enum ProcessError {
     )]
     MultiThreaded { threads: usize },
     /// The kernel refused the fork (EAGAIN: process limit, ENOMEM: memory).
-    #[error("fork failed: {0}")]
+    #[error("fork failed: {0}{hint}", hint = fork_hint(*.0))]
     Fork(Errno),
     /// A system call other than fork failed.
     #[error("{call} failed: {errno}")]
@@ -137,6 +137,15 @@ pub enum ProcessError {
         crate::timeline::fmt_duration(*patience)
     )]
     Stuck { pid: i32, patience: Duration },
+}
+
+/// What a fork errno most likely means, for the error line (fork(2), ERRORS).
+fn fork_hint(errno: Errno) -> &'static str {
+    match errno {
+        Errno::EAGAIN => " (the limit on processes reached: ulimit -u, or a cgroup's pids.max?)",
+        Errno::ENOMEM => " (out of memory?)",
+        _ => "",
+    }
 }
 
 /// An unreadable /proc, in words that name the real cause: an fd limit is not a
