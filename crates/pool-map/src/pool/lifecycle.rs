@@ -67,13 +67,23 @@ impl Inner {
 
     /// Reap dead workers, fail the tasks they held, start replacements.
     pub(super) fn check_workers(&mut self) {
-        self.last_check = Instant::now();
+        let now = Instant::now();
+        // A worker counts as stopped for STOP_PATIENCE only if it was seen stopped
+        // at looks no more than a second apart. A longer gap means nobody waited
+        // on the pool, or this program was stopped too (Ctrl-Z stops the whole
+        // job, and after `fg` a worker's SIGCONT may land a moment after ours):
+        // what was seen before the gap says nothing about the time since.
+        let gap = now - self.last_check > Duration::from_secs(1);
+        self.last_check = now;
         if matches!(self.state, State::Terminated | State::Joined) {
             return;
         }
         for i in 0..self.workers.len() {
             let w = &mut self.workers[i];
             let mut stopped_too_long = false;
+            if gap {
+                w.stopped_since = None;
+            }
             if w.child.is_alive().unwrap_or(false) {
                 let busy = !w.holding.is_empty() || w.outgoing.is_some();
                 if !(busy && w.child.is_stopped()) {
