@@ -206,7 +206,7 @@ impl ForkServer {
                 "it belongs to the process that started it",
             ));
         }
-        if self.server.is_stopped() {
+        if self.server_stays_stopped() {
             return Err(StartError::Server("it is stopped (SIGSTOP)"));
         }
         let io = |what| move |error| StartError::Io { what, error };
@@ -314,6 +314,18 @@ impl ForkServer {
         }
     }
 
+    /// Whether the server is stopped, and still is 50 ms later. A job stopped
+    /// with Ctrl-Z and continued with `fg` gets one SIGCONT for all its
+    /// processes, and this one may look at the server a moment before the
+    /// server's has taken effect.
+    fn server_stays_stopped(&self) -> bool {
+        if !self.server.is_stopped() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        self.server.is_stopped()
+    }
+
     /// Stop the server: close the request socket; it kills any child still
     /// running, and exits; join it. A server that is stopped (SIGSTOP) is
     /// killed, within about 100 ms; one that runs but does not exit within 5 s
@@ -339,7 +351,7 @@ impl ForkServer {
             if let Some(exit) = self.server.join_timeout(slice)? {
                 return Ok(exit);
             }
-            if self.server.is_stopped() {
+            if self.server_stays_stopped() {
                 self.server.kill()?;
                 return Ok(self.server.join_within(KILL_GRACE)?);
             }
