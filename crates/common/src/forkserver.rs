@@ -54,11 +54,10 @@ use nix::sys::socket::{recvmsg, sendmsg};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::process::Deadline;
 use crate::process::{Child, Exit, Joined, KILL_GRACE, START_TIMEOUT, pidfd_send_signal};
-use crate::spawn::{
-    Deadline, encode, find, pair, poll_until, registered, run_target, send_what_fits,
-};
 use crate::spawn::{Func, REGISTRY, StartError, Started, Waiter};
+use crate::spawn::{encode, find, pair, poll_until, registered, run_target, send_what_fits};
 
 /// The running fork server. Drop stops it (and kills its children still running).
 #[derive(Debug)]

@@ -806,6 +806,84 @@ pub fn deadline_in(timeout: Duration) -> Instant {
         .unwrap_or(now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
+/// A bound that does not count time this process spends stopped: Ctrl-Z stops
+/// the whole job, the peer we wait for with it, and after `fg` the peer must not
+/// be blamed for those minutes. What the kit and the lessons use for their own
+/// bounds on a peer (a start's 5 s, "the workers are done within 10 s"), where
+/// Python would wait forever; a caller's own timeout (`join_timeout`, Python's
+/// `join(timeout)`) is plain monotonic time.
+///
+/// Wait in [`Deadline::slice`]s, so that it is looked at often. It remembers when
+/// it was last looked at; a look that comes far later than the wait since then
+/// explains (more than [`POLL_SLICE`] late: the process was stopped, or got no
+/// CPU) moves the end on by that much.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    end: Instant,
+    /// When it was last looked at, and how long the wait since then was meant
+    /// to take.
+    seen: Instant,
+    slept: Duration,
+    /// False for a caller's patience ([`Deadline::fixed`]): that end never moves.
+    moves: bool,
+}
+
+impl Deadline {
+    /// `timeout` from now (a century for a timeout past any clock).
+    pub fn after(timeout: Duration) -> Deadline {
+        Deadline::at(deadline_in(timeout))
+    }
+
+    /// Ends at `end`, give or take the time this process spends stopped.
+    pub fn at(end: Instant) -> Deadline {
+        Deadline {
+            end,
+            seen: Instant::now(),
+            slept: Duration::ZERO,
+            moves: true,
+        }
+    }
+
+    /// An end that time spent stopped does not move: a caller's own patience
+    /// (`join_within`, `join_or_kill`), measured like Python's `join(timeout)`
+    /// on the monotonic clock, as the kit's `Child::join_timeout` measures it.
+    pub(crate) fn fixed(end: Instant) -> Deadline {
+        Deadline {
+            moves: false,
+            ..Deadline::at(end)
+        }
+    }
+
+    /// What is left now, after moving the end past any gap since the last look.
+    pub fn left(&mut self) -> Duration {
+        let now = Instant::now();
+        let late = (now - self.seen).saturating_sub(self.slept);
+        if self.moves && late > POLL_SLICE {
+            self.end = self.end.checked_add(late).unwrap_or(self.end);
+        }
+        (self.seen, self.slept) = (now, Duration::ZERO);
+        self.end.saturating_duration_since(now)
+    }
+
+    /// The next wait: what is left, but at most [`POLL_SLICE`] (zero once the
+    /// end has passed). The caller waits that long, or less, then looks again.
+    /// A look that comes far later than the slice (the process was stopped, or
+    /// got no CPU) moves the end on by the overrun.
+    pub fn slice(&mut self) -> Duration {
+        let slice = self.left().min(POLL_SLICE);
+        self.slept = slice;
+        slice
+    }
+
+    /// Whether the end has passed (after moving it past any gap).
+    pub fn passed(&mut self) -> bool {
+        self.left().is_zero()
+    }
+}
+
+/// The longest wait between two looks at a [`Deadline`].
+pub const POLL_SLICE: Duration = Duration::from_millis(100);
+
 /// `_exit(2)`: end this process now, without flushing stdio buffers, running
 /// destructors or `atexit` handlers (those belong to the parent's copy).
 pub fn exit_now(code: i32) -> ! {

@@ -88,8 +88,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::forkserver::ServerChild;
 use crate::process::{
-    Child, Exit, KILL_GRACE, ProcessError, START_TIMEOUT, exit_now, keep_children_joinable,
-    panic_message,
+    Child, Deadline, Exit, KILL_GRACE, ProcessError, START_TIMEOUT, exit_now,
+    keep_children_joinable, panic_message,
 };
 
 /// The argv marker of a spawned child, the flag Python's spawn uses too.
@@ -593,72 +593,10 @@ pub(crate) fn send_what_fits(data: &OwnedFd, bytes: &[u8]) -> usize {
     nix::sys::socket::send(data.as_raw_fd(), bytes, flags).unwrap_or(0)
 }
 
-/// A deadline that does not count time this process spends stopped: Ctrl-Z
-/// stops the whole job, the peer we wait for with it, and after `fg` the peer
-/// must not be blamed for those minutes. It remembers when it was last looked
-/// at; a look that comes far later than the wait since then explains (more than
-/// [`POLL_SLICE`] late: the process was stopped, or busy elsewhere) moves the end
-/// on by that much. That is for the kit's own bounds (a start's 5 s); a caller's
-/// patience is [`Deadline::fixed`].
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Deadline {
-    end: Instant,
-    /// When it was last looked at, and how long the wait since then was meant
-    /// to take.
-    seen: Instant,
-    slept: Duration,
-    /// False for a caller's patience ([`Deadline::fixed`]): that end never moves.
-    moves: bool,
-}
-
-impl Deadline {
-    /// `timeout` from now (a century for a timeout past any clock).
-    pub(crate) fn after(timeout: Duration) -> Deadline {
-        Deadline::at(crate::process::deadline_in(timeout))
-    }
-
-    pub(crate) fn at(end: Instant) -> Deadline {
-        Deadline {
-            end,
-            seen: Instant::now(),
-            slept: Duration::ZERO,
-            moves: true,
-        }
-    }
-
-    /// An end that time spent stopped does not move: a caller's own patience
-    /// (`join_within`, `join_or_kill`), measured like Python's `join(timeout)`
-    /// on the monotonic clock, as the kit's `Child::join_timeout` measures it.
-    pub(crate) fn fixed(end: Instant) -> Deadline {
-        Deadline {
-            moves: false,
-            ..Deadline::at(end)
-        }
-    }
-
-    /// What is left now, after moving the end past any gap since the last look.
-    pub(crate) fn left(&mut self) -> Duration {
-        let now = Instant::now();
-        let late = (now - self.seen).saturating_sub(self.slept);
-        if self.moves && late > POLL_SLICE {
-            self.end = self.end.checked_add(late).unwrap_or(self.end);
-        }
-        (self.seen, self.slept) = (now, Duration::ZERO);
-        self.end.saturating_duration_since(now)
-    }
-
-    /// The next wait: what is left, but at most [`POLL_SLICE`] (zero once the
-    /// end has passed). The caller waits that long, or less, then looks again.
-    pub(crate) fn slice(&mut self) -> Duration {
-        let slice = self.left().min(POLL_SLICE);
-        self.slept = slice;
-        slice
-    }
-}
-
 /// poll(2) on `fds` for `events` until `deadline`: the index of a ready fd, or
 /// `None` once the deadline has passed. The wait goes in slices of at most
-/// [`POLL_SLICE`], so that a stop of this process is seen ([`Deadline`]).
+/// [`POLL_SLICE`](crate::process::POLL_SLICE), so that a stop of this process is seen
+/// ([`Deadline`]).
 pub(crate) fn poll_until(
     fds: &[BorrowedFd<'_>],
     events: i16,
@@ -688,6 +626,3 @@ pub(crate) fn poll_until(
         }
     }
 }
-
-/// The longest single poll in [`poll_until`].
-const POLL_SLICE: Duration = Duration::from_millis(100);
