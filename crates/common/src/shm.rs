@@ -484,10 +484,11 @@ impl Gate {
     /// Wait until the gate opens (yielding the CPU while waiting); false if
     /// `timeout` passes first.
     pub fn wait(&self, timeout: std::time::Duration) -> bool {
-        // A timeout past any clock (Duration::MAX) means no deadline.
-        let deadline = std::time::Instant::now().checked_add(timeout);
+        // Time this process spends stopped (Ctrl-Z of the whole job) is left
+        // out; a timeout past any clock (Duration::MAX) is a century.
+        let mut deadline = crate::process::Deadline::after(timeout);
         while !self.is_open() {
-            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            if deadline.passed() {
                 return false;
             }
             std::thread::yield_now();

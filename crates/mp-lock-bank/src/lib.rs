@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use common::fork;
 use common::lock::{LockError, ShmMutex};
-use common::process::{Child, Exit, children_left};
+use common::process::{Child, Deadline, Exit, children_left};
 use common::shm::{Array, Gate, RawValue, Value};
 use common::timeline::{Kind, Lane, Timeline, fmt_duration};
 
@@ -125,10 +125,17 @@ pub fn spin(d: Duration) {
 /// holds), are reported; then every worker is killed with SIGKILL and reaped, so
 /// none outlives the error. `what` names them: "the bank workers".
 pub fn join_all(workers: &mut [Child], limit: Duration, what: &str) -> anyhow::Result<()> {
-    let deadline = common::process::deadline_in(limit);
+    // Time the lesson spends stopped (Ctrl-Z, then fg) is not the workers' fault:
+    // the bound leaves it out (it is looked at every 100 ms).
+    let mut deadline = Deadline::after(limit);
     for i in 0..workers.len() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let problem = match workers[i].join_timeout(left)? {
+        let exit = loop {
+            let exit = workers[i].join_timeout(deadline.slice())?;
+            if exit.is_some() || deadline.passed() {
+                break exit;
+            }
+        };
+        let problem = match exit {
             Some(exit) if exit.success() => continue,
             Some(exit) => format!("{what}: pid {} failed: {exit}", workers[i].pid()),
             None => {
