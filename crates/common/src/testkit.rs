@@ -39,8 +39,41 @@ pub fn run_limited(bin: &str, limits: &str, args: &[&str], timeout: Duration) ->
     run_command(cmd, timeout)
 }
 
+/// Run `bin` with `args` (and `--ascii`) as a job a learner stops with Ctrl-Z
+/// after `after`, and continues with `fg` after `stopped`: its own process group,
+/// stopped and continued as a whole (SIGSTOP, then SIGCONT, to the group).
+pub fn run_stopped_as_a_job(
+    bin: &str,
+    args: &[&str],
+    after: Duration,
+    stopped: Duration,
+    timeout: Duration,
+) -> Run {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(bin);
+    cmd.args(args).arg("--ascii").process_group(0);
+    run_with(cmd, timeout, move |pid| {
+        let group = nix::unistd::Pid::from_raw(-(pid as i32));
+        std::thread::sleep(after);
+        // ESRCH: the job has ended already; nothing to stop.
+        if nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGSTOP).is_ok() {
+            std::thread::sleep(stopped);
+            let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGCONT);
+        }
+    })
+}
+
 /// Run `cmd`; kill it and fail the test if it takes longer than `timeout`.
-pub fn run_command(mut cmd: Command, timeout: Duration) -> Run {
+pub fn run_command(cmd: Command, timeout: Duration) -> Run {
+    run_with(cmd, timeout, |_| {})
+}
+
+/// [`run_command`], with `meanwhile` run on a thread of its own, given the pid.
+fn run_with(
+    mut cmd: Command,
+    timeout: Duration,
+    meanwhile: impl FnOnce(u32) + Send + 'static,
+) -> Run {
     let what = format!("{cmd:?}");
     let mut child = cmd
         .stdin(Stdio::null())
@@ -48,6 +81,8 @@ pub fn run_command(mut cmd: Command, timeout: Duration) -> Run {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    let pid = child.id();
+    let meanwhile = std::thread::spawn(move || meanwhile(pid));
     // Read both pipes on threads, so a chatty child never blocks on a full pipe.
     let mut out = child.stdout.take().expect("piped stdout");
     let mut err = child.stderr.take().expect("piped stderr");
@@ -73,6 +108,7 @@ pub fn run_command(mut cmd: Command, timeout: Duration) -> Run {
         }
         std::thread::sleep(Duration::from_millis(10));
     };
+    let _ = meanwhile.join();
     let run = Run {
         code: status.and_then(|s| s.code()),
         stdout: out_t.join().unwrap_or_default(),

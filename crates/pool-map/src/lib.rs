@@ -72,6 +72,22 @@ pub fn slow_square(x: u64) -> u64 {
     x * x
 }
 
+/// `res.get(timeout)` as the lesson's own bound on a task: the timeout leaves
+/// out time this program spends stopped (Ctrl-Z, then `fg`), so a learner who
+/// pauses the lesson gets no Timeout for it. It asks in slices of 100 ms
+/// (`common::process::Deadline`). Python's `get(timeout)`, like [`AsyncResult::get`],
+/// counts that time.
+pub fn get_within<T>(res: &AsyncResult<T>, timeout: Duration) -> Result<T, PoolError> {
+    let mut deadline = common::process::Deadline::after(timeout);
+    loop {
+        match res.get(Some(deadline.slice())) {
+            Err(PoolError::Timeout(_)) if !deadline.passed() => continue,
+            Err(PoolError::Timeout(_)) => return Err(PoolError::Timeout(timeout)),
+            other => return other,
+        }
+    }
+}
+
 /// Panics on 13, like a task that raises an exception in Python.
 pub fn unlucky(x: u64) -> u64 {
     assert!(x != 13, "13 is unlucky");
@@ -470,8 +486,9 @@ pub fn kill_mid_task(pool: &Pool) -> anyhow::Result<KilledMidTask> {
     let pid = nix::unistd::Pid::from_raw(victim);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL)
         .map_err(|e| anyhow::anyhow!("killing worker pid {victim}: {e}"))?;
-    let wait = Some(Duration::from_secs(10));
-    let (t, mut outcomes) = timed(|| handles.iter().map(|h| h.get(wait)).collect::<Vec<_>>());
+    let wait = Duration::from_secs(10);
+    let get = |h| get_within(h, wait);
+    let (t, mut outcomes) = timed(|| handles.iter().map(get).collect::<Vec<_>>());
     let first = outcomes.remove(0);
     let others = outcomes.into_iter().filter_map(Result::ok).collect();
     Ok(KilledMidTask {

@@ -66,9 +66,9 @@ use common::output::{CommonArgs, List, cpu_count};
 use common::process::thread_count;
 use common::procfs::parent_of;
 use pool_map::{
-    Context, Pool, PoolError, compare, default_chunksize, joined, kill_mid_task, pids, py_bool,
-    rayon_pool, serial, shown, slow_square, speedup_caveat, square, square_where, sum_of_squares,
-    task_cost, unlucky,
+    Context, Pool, PoolError, compare, default_chunksize, get_within, joined, kill_mid_task, pids,
+    py_bool, rayon_pool, serial, shown, slow_square, speedup_caveat, square, square_where,
+    sum_of_squares, task_cost, unlucky,
 };
 
 #[derive(Parser, Debug)]
@@ -144,7 +144,8 @@ fn apply_and_apply_async(lesson: &mut Lesson, pool: &Pool) -> anyhow::Result<()>
     lesson.say(format!(
         "apply_async(slow_square, (20,)): ready() -> {ready}"
     ));
-    let got = res.get(Some(Duration::from_secs(5)))?;
+    // get(timeout=5), with 5 s of the lesson's running time (Ctrl-Z: get_within).
+    let got = get_within(&res, Duration::from_secs(5))?;
     let (ready, ok) = (py_bool(res.ready()), res.successful().map_or("?", py_bool));
     let line = format!("get(timeout=5) -> {got}; ready() -> {ready}; successful() -> {ok}");
     lesson.say(line);
