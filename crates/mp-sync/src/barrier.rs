@@ -121,7 +121,7 @@ impl Barrier {
             if now & BROKEN != 0 {
                 return Err(BrokenBarrier::Broken);
             }
-            if futex::wait(word, now, deadline) == Woke::TimedOut {
+            if futex::wait(word, now, &deadline) == Woke::TimedOut {
                 return self.break_phase(phase).map(|()| index);
             }
         }

@@ -119,7 +119,7 @@ impl CondGuard<'_> {
             }
             let seen = seq.load(SeqCst); // read while holding the lock
             self.guard = None; // unlock
-            let woke = futex::wait(seq, seen, deadline);
+            let woke = futex::wait(seq, seen, &deadline);
             let bound = deadline.left().unwrap_or_default().max(relock);
             self.guard = Some(self.cond.lock_within(bound)?);
             if woke == Woke::TimedOut {

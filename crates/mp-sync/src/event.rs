@@ -55,7 +55,7 @@ impl Event {
     pub fn wait(&self, timeout: Duration) -> bool {
         let deadline = Deadline::after(timeout);
         while !self.is_set() {
-            if futex::wait(self.flag(), 0, deadline) == Woke::TimedOut {
+            if futex::wait(self.flag(), 0, &deadline) == Woke::TimedOut {
                 return self.is_set();
             }
         }

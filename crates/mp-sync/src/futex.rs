@@ -8,28 +8,63 @@
 //! identity, not by this process's address: any process that maps the page can
 //! wake it.
 
+use std::cell::Cell;
 use std::sync::atomic::AtomicU32;
 use std::time::{Duration, Instant};
 
 /// When a wait gives up. Made from a timeout with checked arithmetic: a timeout
 /// too long for the clock (`Duration::MAX`) means no deadline at all.
-#[derive(Debug, Clone, Copy)]
-pub struct Deadline(Option<Instant>);
+///
+/// Unlike Python's timeouts, it leaves out time this process spends stopped
+/// (Ctrl-Z, then `fg`): every look at it ([`Deadline::left`]) that comes far
+/// later than the wait since the last one explains moves the end on by that
+/// much, as `common::process::Deadline` does. [`wait`] sleeps in slices of at
+/// most [`SLICE`], so it is looked at often. A learner who pauses a lesson
+/// gets no broken barrier for it; a peer that is stopped alone still does.
+#[derive(Debug)]
+pub struct Deadline {
+    end: Cell<Option<Instant>>,
+    /// When it was last looked at, and how long the wait since then was meant
+    /// to take.
+    seen: Cell<Instant>,
+    slept: Cell<Duration>,
+}
+
+/// The longest single sleep of a [`wait`].
+pub const SLICE: Duration = Duration::from_millis(100);
 
 impl Deadline {
     pub fn after(timeout: Duration) -> Deadline {
-        Deadline(Instant::now().checked_add(timeout))
+        let now = Instant::now();
+        Deadline {
+            end: Cell::new(now.checked_add(timeout)),
+            seen: Cell::new(now),
+            slept: Cell::new(Duration::ZERO),
+        }
     }
 
     /// Time left, or `None` once the deadline has passed. A deadline that does not
     /// exist leaves a day, again and again.
     pub fn left(&self) -> Option<Duration> {
-        match self.0 {
-            None => Some(Duration::from_secs(86_400)),
-            Some(at) => at
-                .checked_duration_since(Instant::now())
-                .filter(|d| !d.is_zero()),
+        let now = Instant::now();
+        let late = (now - self.seen.get()).saturating_sub(self.slept.get());
+        if late > SLICE {
+            let end = self.end.get();
+            self.end.set(end.map(|e| e.checked_add(late).unwrap_or(e)));
         }
+        self.seen.set(now);
+        self.slept.set(Duration::ZERO);
+        match self.end.get() {
+            None => Some(Duration::from_secs(86_400)),
+            Some(at) => at.checked_duration_since(now).filter(|d| !d.is_zero()),
+        }
+    }
+
+    /// The next sleep: what is left, at most [`SLICE`]; `None` once passed.
+    pub(crate) fn slice(&self) -> Option<Duration> {
+        let slice = self.left()?.min(SLICE);
+        self.slept.set(slice);
+        Some(slice)
     }
 }
 
@@ -42,11 +77,12 @@ pub enum Woke {
     TimedOut,
 }
 
-/// Sleep while `word` holds `expected`, until a [`wake`] or the deadline. A signal
-/// that interrupts the sleep (EINTR) restarts it with the time left.
-pub fn wait(word: &AtomicU32, expected: u32, deadline: Deadline) -> Woke {
+/// Sleep while `word` holds `expected`, until a [`wake`] or the deadline, in
+/// slices of at most [`SLICE`]. A signal that interrupts the sleep (EINTR)
+/// restarts it with the time left.
+pub fn wait(word: &AtomicU32, expected: u32, deadline: &Deadline) -> Woke {
     loop {
-        let Some(left) = deadline.left() else {
+        let Some(left) = deadline.slice() else {
             return Woke::TimedOut;
         };
         // FUTEX_WAIT's timeout is relative, measured on CLOCK_MONOTONIC (futex(2)),
@@ -73,8 +109,8 @@ pub fn wait(word: &AtomicU32, expected: u32, deadline: Deadline) -> Woke {
             return Woke::LookAgain;
         }
         match std::io::Error::last_os_error().raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::ETIMEDOUT) => return Woke::TimedOut,
+            // The slice ended: the loop looks at the deadline again.
+            Some(libc::EINTR | libc::ETIMEDOUT) => continue,
             // EAGAIN: the word had changed already. Nothing else can happen for a
             // valid word; if it did, the caller looks again and its deadline holds.
             _ => return Woke::LookAgain,

@@ -14,15 +14,26 @@ use crate::futex::Deadline;
 /// reaped and reported. Children not joined yet when it returns early are killed
 /// and reaped when their handles drop.
 pub fn join_all(children: &mut [Child], limit: Duration, what: &str) -> anyhow::Result<()> {
+    // Joined in slices, so that time this process spends stopped (Ctrl-Z of the
+    // whole job) is left out of `limit` (see `Deadline`).
     let deadline = Deadline::after(limit);
     for child in children.iter_mut() {
-        let left = deadline.left().unwrap_or_default();
-        let exit = match child.join_within(left) {
-            Err(ProcessError::Stuck { pid, .. }) => bail!(
-                "{what}: pid {pid} did not end within {} (stopped or stuck); it was killed",
-                fmt_duration(limit)
-            ),
-            other => other.with_context(|| what.to_string())?,
+        let exit = loop {
+            let slice = deadline.slice().unwrap_or_default();
+            let joined = child.join_timeout(slice);
+            if let Some(exit) = joined.with_context(|| what.to_string())? {
+                break exit;
+            }
+            if deadline.left().is_some() {
+                continue;
+            }
+            match child.join_within(Duration::ZERO) {
+                Err(ProcessError::Stuck { pid, .. }) => bail!(
+                    "{what}: pid {pid} did not end within {} (stopped or stuck); it was killed",
+                    fmt_duration(limit)
+                ),
+                other => break other.with_context(|| what.to_string())?,
+            }
         };
         if !exit.success() {
             bail!("{what}: pid {} failed: {exit}", child.pid());

@@ -79,19 +79,24 @@ impl Semaphore {
     }
 
     /// `acquire(timeout=...)`: true once a unit was taken, false if `timeout`
-    /// passed first. A signal (EINTR) restarts the wait with the same deadline.
+    /// passed first. It waits in slices of at most 100 ms, so that time this
+    /// process spends stopped is left out (see [`crate::Deadline`]); a signal
+    /// (EINTR) just ends a slice.
     pub fn acquire(&self, timeout: Duration) -> io::Result<bool> {
-        let deadline = realtime_deadline(timeout);
+        let deadline = crate::Deadline::after(timeout);
         loop {
+            let Some(slice) = deadline.slice() else {
+                return Ok(false);
+            };
+            let until = realtime_deadline(slice);
             // SAFETY: the semaphore was initialised in `make` and never moves;
-            // `deadline` is a valid timespec.
-            if unsafe { libc::sem_timedwait(self.sem(), &deadline) } == 0 {
+            // `until` is a valid timespec.
+            if unsafe { libc::sem_timedwait(self.sem(), &until) } == 0 {
                 return Ok(true);
             }
             let e = io::Error::last_os_error();
             match e.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::ETIMEDOUT) => return Ok(false),
+                Some(libc::EINTR | libc::ETIMEDOUT) => continue,
                 _ => return Err(e),
             }
         }
