@@ -93,6 +93,16 @@ impl Helper {
     /// Wait at most `patience` for it to end; past that, kill and reap it and say
     /// so (it was stopped, or stuck).
     pub fn join_within(&mut self, patience: Duration) -> anyhow::Result<i32> {
+        self.join_bounded(patience, true)
+    }
+
+    /// [`Helper::join_within`], but a SIGTERM or SIGINT caught meanwhile does
+    /// not end the wait: for the cleanup that follows one.
+    pub fn join_within_regardless(&mut self, patience: Duration) -> anyhow::Result<i32> {
+        self.join_bounded(patience, false)
+    }
+
+    fn join_bounded(&mut self, patience: Duration, interruptible: bool) -> anyhow::Result<i32> {
         let deadline = common::process::deadline_in(patience);
         loop {
             if let Some(status) = self.ended()? {
@@ -106,7 +116,11 @@ impl Helper {
                     patience.as_secs()
                 );
             }
-            signals::sleep_a_little()?;
+            if interruptible {
+                signals::sleep_a_little()?;
+            } else {
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
     }
 
@@ -272,7 +286,7 @@ impl Drop for Tracker {
     /// it if it is stopped.
     fn drop(&mut self) {
         if self.pipe.take().is_some() {
-            let _ = self.helper.join_within(PATIENCE);
+            let _ = self.helper.join_within_regardless(PATIENCE);
         }
     }
 }

@@ -11,15 +11,26 @@
 //! SIGKILL runs nothing in the lesson: then only the resource tracker, another
 //! process, can unlink what was left ([`crate::helpers`]).
 
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering::SeqCst};
+use std::sync::atomic::{AtomicI32, Ordering::SeqCst};
 use std::time::Duration;
 
 use anyhow::bail;
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
 static CAUGHT: AtomicI32 = AtomicI32::new(0);
-/// Whether [`check`] has turned the caught signal into an error yet.
-static SAID: AtomicBool = AtomicBool::new(false);
+
+/// The error every wait returns once SIGTERM or SIGINT has arrived: `main` looks
+/// for it in the error it prints, to know whether the signal was named there.
+#[derive(Debug)]
+pub struct Interrupted(pub Signal);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "interrupted by {}", self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
 
 extern "C" fn on_signal(sig: libc::c_int) {
     // An atomic store: async-signal-safe.
@@ -43,6 +54,8 @@ pub fn install() -> anyhow::Result<()> {
 /// In a forked child: the default actions again (a signal for the child ends it).
 pub fn default_in_child() {
     set_all(SigHandler::SigDfl);
+    // The parent's flag, copied by fork, is not this child's signal.
+    CAUGHT.store(0, SeqCst);
 }
 
 /// For the resource tracker: ignore both (its work starts when the lesson ends).
@@ -68,10 +81,7 @@ pub fn check() -> anyhow::Result<()> {
     match caught() {
         // Not yet cleaned up here: the error unwinds the steps, which unlink
         // their names; `main` then says what /dev/shm holds ([`end_after_cleanup`]).
-        Some(sig) => {
-            SAID.store(true, SeqCst);
-            bail!("interrupted by {sig}")
-        }
+        Some(sig) => Err(Interrupted(sig).into()),
         None => Ok(()),
     }
 }
@@ -99,25 +109,40 @@ pub fn wait_until(done: impl Fn() -> bool, what: &str) -> anyhow::Result<()> {
 /// then die of that signal (default action), so whoever started it sees what
 /// happened. The flag is read once, so that a signal arriving in here is either
 /// both reported and re-raised or left to end the process on its own.
-pub fn end_after_cleanup(prefix: &str) {
+/// `outcome`: how `run` ended, and whether its error named the signal.
+pub fn end_after_cleanup(prefix: &str, outcome: Outcome) {
     let Some(sig) = caught() else { return };
-    report(sig, prefix);
+    report(sig, prefix, outcome);
     default_in_child();
     let _ = nix::sys::signal::raise(sig);
 }
 
+/// How the lesson's `run` ended, as [`end_after_cleanup`] needs to know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It finished every step.
+    Finished,
+    /// An error that says "interrupted by ..." was printed.
+    SaidInterrupted,
+    /// Another error was printed (a child that the same Ctrl-C killed, say).
+    OtherError,
+}
+
 /// Whether any `/dev/shm` entry named `prefix*` is left. The step guards unlink
 /// the names they own and the resource tracker those of killed creators; this
-/// looks at the result, whoever did the work.
-///
-/// A signal that no wait turned into an error (it came after the last one, while
-/// the lesson checked for zombies and fds, or it broke a blocking call with EINTR)
-/// is named here, so that every caught signal gets its `error:` line.
-fn report(sig: Signal, prefix: &str) {
-    if !SAID.load(SeqCst) {
-        common::output::fail(&format!(
-            "interrupted by {sig} after the lesson's last wait"
-        ));
+/// looks at the result, whoever did the work. A signal that no printed error
+/// named gets its own `error:` line first, so that every caught signal has one.
+fn report(sig: Signal, prefix: &str, outcome: Outcome) {
+    match outcome {
+        Outcome::SaidInterrupted => {}
+        Outcome::Finished => {
+            common::output::fail(&format!(
+                "interrupted by {sig} after the lesson's last wait"
+            ));
+        }
+        Outcome::OtherError => {
+            common::output::fail(&format!("interrupted by {sig}"));
+        }
     }
     let line = match crate::named::dev_shm_names(prefix) {
         Ok(left) if left.is_empty() => {
