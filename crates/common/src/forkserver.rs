@@ -317,12 +317,15 @@ impl ForkServer {
     /// with Ctrl-Z and continued with `fg` gets one SIGCONT for all its
     /// processes, and this one may look at the server a moment before the
     /// server's has taken effect.
+    /// Only a job-control stop counts ('T'): a tracer's stop ('t', under
+    /// strace or gdb) ends by itself.
     fn server_stays_stopped(&self) -> bool {
-        if !self.server.is_stopped() {
+        let stopped = || crate::procfs::state_of(self.server.pid()) == Some('T');
+        if !stopped() {
             return false;
         }
         std::thread::sleep(Duration::from_millis(50));
-        self.server.is_stopped()
+        stopped()
     }
 
     /// Stop the server: close the request socket; it kills any child still
@@ -356,10 +359,12 @@ impl ForkServer {
             }
             if slice.is_zero() {
                 // Running, but not stopping: the bound is kept all the same.
-                let _ = self.server.join_within(Duration::ZERO);
-                return Err(StartError::Server(
-                    "it did not exit within 5 s of being told to stop; it was killed",
-                ));
+                return match self.server.join_or_kill(Duration::ZERO)? {
+                    Joined::Finished(exit) => Ok(exit), // it exited just now
+                    Joined::Killed(_) => Err(StartError::Server(
+                        "it did not exit within 5 s of being told to stop; it was killed",
+                    )),
+                };
             }
         }
     }
