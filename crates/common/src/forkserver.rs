@@ -305,7 +305,7 @@ impl ForkServer {
         }
         match recv_code(status)? {
             (Some(pid), Some(pidfd)) if pid > 0 => Ok((pid, pidfd)),
-            (Some(errno), _) if errno < 0 => Err(StartError::Io {
+            (Some(errno), _) if errno < 0 => Err(StartError::NoProcess {
                 what: "the fork server could not fork a child",
                 error: std::io::Error::from_raw_os_error(-errno),
             }),

@@ -139,6 +139,13 @@ pub enum ProcessError {
     Stuck { pid: i32, patience: Duration },
 }
 
+/// [`fork_hint`] for an `io::Error` (spawn's, or the fork server's).
+pub(crate) fn fork_hint_io(error: &std::io::Error) -> &'static str {
+    error
+        .raw_os_error()
+        .map_or("", |e| fork_hint(Errno::from_raw(e)))
+}
+
 /// What a fork errno most likely means, for the error line (fork(2), ERRORS).
 fn fork_hint(errno: Errno) -> &'static str {
     match errno {

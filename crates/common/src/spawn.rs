@@ -167,6 +167,12 @@ pub enum StartError {
         what: &'static str,
         error: io::Error,
     },
+    /// The kernel refused a new process (fork or spawn), with the likely cause.
+    #[error("{what}: {error}{hint}", hint = crate::process::fork_hint_io(error))]
+    NoProcess {
+        what: &'static str,
+        error: io::Error,
+    },
     #[error("the fork server failed: {0}")]
     Server(&'static str),
     #[error("cannot decode what {name} returned: {error}")]
@@ -342,9 +348,12 @@ pub fn start<A: Serialize, R: DeserializeOwned>(
         // child before exec, so std starts it with posix_spawn(3) (a vfork: no
         // copy of our page tables) instead of fork + exec.
         .stdin(Stdio::from(theirs));
-    let io_err = |what| move |error| StartError::Io { what, error };
     // spawn() returns once the exec has happened (or failed).
-    let pid = cmd.spawn().map_err(io_err("cannot spawn"))?.id() as i32;
+    let no_process = |error| StartError::NoProcess {
+        what: "cannot spawn",
+        error,
+    };
+    let pid = cmd.spawn().map_err(no_process)?.id() as i32;
     let waiter = Waiter::Own(Child::from_spawned(pid));
     let mut started = Started::new(func.name, pid, waiter, mine);
     started.send(arg)?;
