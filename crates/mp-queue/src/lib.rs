@@ -10,7 +10,7 @@
 //! [`PIECE`] bytes each fit in one fragment, so every wait for one honours its
 //! timeout.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use common::fork;
@@ -78,14 +78,15 @@ pub fn fork_big_sender(len: usize) -> anyhow::Result<(Child, IpcReceiver<ByteBuf
 /// Receive pieces until every sender is gone; the number of bytes. An error if
 /// the whole transfer takes longer than `patience`, however far it got.
 pub fn recv_big(rx: &IpcReceiver<ByteBuf>, patience: Duration) -> anyhow::Result<usize> {
-    let deadline = common::process::deadline_in(patience);
+    // In slices: time the lesson spends stopped (Ctrl-Z) is left out (`Deadline`).
+    let mut deadline = common::process::Deadline::after(patience);
     let mut got = 0;
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.try_recv_timeout(left) {
+        match rx.try_recv_timeout(deadline.slice()) {
             Ok(piece) if piece.iter().all(|&b| b == b'X') => got += piece.len(),
             Ok(_) => bail!("a piece arrived damaged"),
             Err(TryRecvError::IpcError(IpcError::Disconnected)) => return Ok(got),
+            Err(TryRecvError::Empty) if !deadline.passed() => continue,
             Err(TryRecvError::Empty) => bail!(
                 "{got} bytes arrived, then nothing until the {} s bound",
                 patience.as_secs_f64()

@@ -15,6 +15,7 @@ use std::process::{Child, ChildStdin, Command, ExitCode, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use common::process::Deadline;
 
 use crate::named::{Item, Segment, ShareableList, in_dev_shm, unlink};
 use crate::signals;
@@ -103,12 +104,13 @@ impl Helper {
     }
 
     fn join_bounded(&mut self, patience: Duration, interruptible: bool) -> anyhow::Result<i32> {
-        let deadline = common::process::deadline_in(patience);
+        // Time the lesson spends stopped (Ctrl-Z) is left out: see `Deadline`.
+        let mut deadline = Deadline::after(patience);
         loop {
             if let Some(status) = self.ended()? {
                 return Ok(exitcode(status));
             }
-            if Instant::now() >= deadline {
+            if deadline.passed() {
                 self.kill_and_reap();
                 let pid = self.pid();
                 bail!(
@@ -127,7 +129,7 @@ impl Helper {
     /// Wait (at most [`PATIENCE`]) until `done()`, while this helper runs: an
     /// error if it ends first, or is still not done (stopped?) at the bound.
     pub fn wait_for(&mut self, done: impl Fn() -> bool, what: &str) -> anyhow::Result<()> {
-        let deadline = Instant::now() + PATIENCE;
+        let mut deadline = Deadline::after(PATIENCE);
         while !done() {
             if let Some(status) = self.ended()? {
                 let code = exitcode(status);
@@ -136,7 +138,7 @@ impl Helper {
                     self.pid()
                 );
             }
-            if Instant::now() >= deadline {
+            if deadline.passed() {
                 bail!("pid {} had not {what} after 5 s (stopped?)", self.pid());
             }
             signals::sleep_a_little()?;
@@ -181,14 +183,14 @@ fn attach_main(name: &str) -> anyhow::Result<()> {
     sl.header()
         .attached
         .store(me as i64, std::sync::atomic::Ordering::SeqCst);
-    let deadline = Instant::now() + PATIENCE;
+    let mut deadline = Deadline::after(PATIENCE);
     while sl
         .header()
         .unlinked
         .load(std::sync::atomic::Ordering::SeqCst)
         == 0
     {
-        if Instant::now() >= deadline {
+        if deadline.passed() {
             bail!("the creator did not unlink {name} within 5 s");
         }
         std::thread::sleep(Duration::from_millis(1));

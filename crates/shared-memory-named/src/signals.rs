@@ -95,9 +95,10 @@ pub fn sleep_a_little() -> anyhow::Result<()> {
 /// Wait (at most 5 s) until `done()`; a peer that never gets there (stopped?)
 /// makes it an error, and so does SIGTERM or SIGINT.
 pub fn wait_until(done: impl Fn() -> bool, what: &str) -> anyhow::Result<()> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    // Time the lesson spends stopped (Ctrl-Z) is left out: see `Deadline`.
+    let mut deadline = common::process::Deadline::after(Duration::from_secs(5));
     while !done() {
-        if std::time::Instant::now() >= deadline {
+        if deadline.passed() {
             bail!("waited 5 s for {what} (stopped?)");
         }
         sleep_a_little()?;

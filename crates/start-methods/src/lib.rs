@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI32, AtomicI64, Ordering::SeqCst};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use common::forkserver::ForkServer;
@@ -90,12 +90,13 @@ pub fn take_lock(ms: u64) -> bool {
 /// enough for a child forked beside other threads (an atomic compare-exchange,
 /// clock_gettime and nanosleep; no allocation).
 pub fn try_lock_for(patience: Duration) -> bool {
-    let deadline = common::process::deadline_in(patience);
+    // Time this process spends stopped (Ctrl-Z) is left out: see `Deadline`.
+    let mut deadline = common::process::Deadline::after(patience);
     loop {
         if LOCK.try_lock().is_ok() {
             return true;
         }
-        if Instant::now() >= deadline {
+        if deadline.passed() {
             return false;
         }
         std::thread::sleep(Duration::from_millis(5));
