@@ -77,7 +77,7 @@ use shared_memory_named::helpers::{Helper, PATIENCE, Tracker};
 use shared_memory_named::manager::{Manager, cost_per_access, python_dict};
 use shared_memory_named::named::{Item, ShareableList, dev_shm_names, in_dev_shm};
 use shared_memory_named::named::{memfd_mapping, unlink};
-use shared_memory_named::{Segment, name_for, signals, signals::Outcome};
+use shared_memory_named::{Segment, name_for, signals};
 
 #[derive(Parser, Debug)]
 #[command(about = "shared_memory by name, close vs unlink, leaks, and a Manager")]
@@ -100,22 +100,9 @@ fn main() -> ExitCode {
     if let Some(code) = shared_memory_named::helpers::helper_main() {
         return code;
     }
-    let args = Args::parse();
-    let (code, outcome) = match run(&args) {
-        Ok(code) => (code, Outcome::Finished),
-        Err(e) => {
-            let named = e.chain().any(|c| c.is::<signals::Interrupted>());
-            let outcome = if named {
-                Outcome::SaidInterrupted
-            } else {
-                Outcome::OtherError
-            };
-            (common::output::fail(&format!("{e:#}")), outcome)
-        }
-    };
-    // Stopped by SIGTERM/SIGINT: say what is left, then die of it.
-    signals::end_after_cleanup(&name_for(""), outcome);
-    code
+    // The error, if any; then, if SIGTERM/SIGINT stopped it: what is left, and
+    // death by that signal.
+    signals::end(run(&Args::parse()), &name_for(""))
 }
 
 fn run(args: &Args) -> Result<ExitCode> {

@@ -106,6 +106,25 @@ pub fn wait_until(done: impl Fn() -> bool, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How `main` ends: the error of `run`, if any, printed the way every lesson
+/// prints one; then [`end_after_cleanup`].
+pub fn end(result: anyhow::Result<std::process::ExitCode>, prefix: &str) -> std::process::ExitCode {
+    let (code, outcome) = match result {
+        Ok(code) => (code, Outcome::Finished),
+        Err(e) => {
+            let named = e.chain().any(|c| c.is::<Interrupted>());
+            let outcome = if named {
+                Outcome::SaidInterrupted
+            } else {
+                Outcome::OtherError
+            };
+            (common::output::fail(&format!("{e:#}")), outcome)
+        }
+    };
+    end_after_cleanup(prefix, outcome);
+    code
+}
+
 /// After the lesson has cleaned up, if a signal stopped it: say so on stderr,
 /// then die of that signal (default action), so whoever started it sees what
 /// happened. The flag is read once, so that a signal arriving in here is either
