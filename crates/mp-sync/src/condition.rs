@@ -122,6 +122,8 @@ impl CondGuard<'_> {
             let woke = futex::wait(seq, seen, &deadline);
             let bound = deadline.left().unwrap_or_default().max(relock);
             self.guard = Some(self.cond.lock_within(bound)?);
+            // A notifier that holds the lock a while is no stop of ours.
+            deadline.excuse();
             if woke == Woke::TimedOut {
                 return Ok(predicate());
             }

@@ -60,6 +60,13 @@ impl Deadline {
         }
     }
 
+    /// The time since the last look was spent in a wait of its own (taking a
+    /// lock back, bounded by itself): it does not move the end.
+    pub(crate) fn excuse(&self) {
+        self.seen.set(Instant::now());
+        self.slept.set(Duration::ZERO);
+    }
+
     /// The next sleep: what is left, at most [`SLICE`]; `None` once passed.
     pub(crate) fn slice(&self) -> Option<Duration> {
         let slice = self.left()?.min(SLICE);

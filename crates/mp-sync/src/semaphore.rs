@@ -86,7 +86,8 @@ impl Semaphore {
         let deadline = crate::Deadline::after(timeout);
         loop {
             let Some(slice) = deadline.slice() else {
-                return Ok(false);
+                // One last try, as CPython's acquire(timeout=0) makes its only one.
+                return Ok(self.try_acquire());
             };
             let until = realtime_deadline(slice);
             // SAFETY: the semaphore was initialised in `make` and never moves;

@@ -37,6 +37,14 @@ const CASES: &[Case] = &[
         "condition: a notify from a child wakes the parent",
         condition,
     ),
+    (
+        "condition: a notifier that keeps the lock 150 ms does not stretch wait_for(1 s)",
+        condition_busy_notifier,
+    ),
+    (
+        "semaphore: acquire(timeout=0) takes a free unit, every time",
+        semaphore_zero,
+    ),
 ];
 
 fn main() {
@@ -162,4 +170,42 @@ fn condition() {
             .unwrap()
     );
     assert!(t.elapsed() >= Duration::from_millis(30));
+}
+
+/// Time spent taking the lock back is not time spent stopped: the wait must
+/// end after about its timeout, however long the notifier keeps the lock.
+fn condition_busy_notifier() {
+    let c = Condition::new().unwrap();
+    let stop = RawValue::<i64>::new(0).unwrap();
+    let mut child = fork(|| {
+        let t = Instant::now();
+        while stop.get() == 0 && t.elapsed() < Duration::from_secs(20) {
+            let g = c.acquire(BOUND).unwrap();
+            g.notify_all();
+            std::thread::sleep(Duration::from_millis(150));
+            drop(g);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let mut g = c.acquire(BOUND).unwrap();
+    let t = Instant::now();
+    let held = g.wait_for(Duration::from_secs(1), BOUND, || false).unwrap();
+    let took = t.elapsed();
+    drop(g);
+    stop.set(1);
+    ok(&mut child);
+    assert!(!held);
+    assert!(took < Duration::from_secs(3), "wait_for(1 s) took {took:?}");
+}
+
+/// CPython's acquire(timeout=0) tries once; a free unit is taken.
+fn semaphore_zero() {
+    let sem = Semaphore::new(1).unwrap();
+    for _ in 0..100 {
+        assert!(sem.acquire(Duration::ZERO).unwrap());
+        sem.release().unwrap();
+    }
+    assert!(sem.acquire(Duration::from_nanos(1)).unwrap());
 }
