@@ -70,6 +70,10 @@ const CASES: &[Case] = &[
         stopped_worker_is_killed_and_replaced,
     ),
     (
+        "a stopped worker is killed even if its owner looks only every 1.1 s",
+        stopped_worker_seldom_looked_at,
+    ),
+    (
         "Ctrl-Z of the whole job for 6 s, the worker continued last: no kill",
         job_stopped_then_continued,
     ),
@@ -451,6 +455,27 @@ fn stopped_worker_is_killed_and_replaced() {
         assert_eq!(pool.replaced(), 1);
         assert!(!pool.worker_pids().contains(&pid));
         assert_eq!(pool.map(square, vec![1, 2, 3]).unwrap(), vec![1, 4, 9]);
+    });
+}
+
+/// The pool counts a look-to-look gap of more than a second as one second (a
+/// gap may be a stop of the owner itself); an owner that looks seldom must still
+/// see a stopped worker's task fail, after STOP_PATIENCE of looks.
+fn stopped_worker_seldom_looked_at() {
+    within(Duration::from_secs(30), || {
+        let pool = Pool::new(1).unwrap();
+        let res = pool.apply_async(slow_square, 3).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let pid = res.worker_pids()[0];
+        signal(pid, Signal::SIGSTOP);
+        let t = Instant::now();
+        while !res.ready() {
+            assert!(t.elapsed() < Duration::from_secs(15), "never failed");
+            std::thread::sleep(Duration::from_millis(1100));
+        }
+        let secs = pool_map::STOP_PATIENCE.as_secs();
+        let got = res.get(Some(Duration::ZERO)).err();
+        assert_eq!(got, Some(PoolError::WorkerStopped { pid, secs }));
     });
 }
 

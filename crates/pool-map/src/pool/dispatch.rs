@@ -52,8 +52,9 @@ pub(super) struct Worker {
     pub(super) incoming: Vec<u8>,
     /// A send to it failed: it is dead or dying. It gets nothing until replaced.
     pub(super) lost: bool,
-    /// Since when it has been seen stopped (SIGSTOP) while it held work.
-    pub(super) stopped_since: Option<Instant>,
+    /// How long it has been seen stopped (SIGSTOP) while it held work: see
+    /// `check_workers`.
+    pub(super) stopped_for: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

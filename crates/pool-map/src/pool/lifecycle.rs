@@ -36,7 +36,7 @@ fn spawn_worker(
         outgoing: None,
         incoming: Vec::new(),
         lost: false,
-        stopped_since: None,
+        stopped_for: None,
     })
 }
 
@@ -68,12 +68,14 @@ impl Inner {
     /// Reap dead workers, fail the tasks they held, start replacements.
     pub(super) fn check_workers(&mut self) {
         let now = Instant::now();
-        // A worker counts as stopped for STOP_PATIENCE only if it was seen stopped
-        // at looks no more than a second apart. A longer gap means nobody waited
-        // on the pool, or this program was stopped too (Ctrl-Z stops the whole
-        // job, and after `fg` a worker's SIGCONT may land a moment after ours):
-        // what was seen before the gap says nothing about the time since.
-        let gap = now - self.last_check > Duration::from_secs(1);
+        // How long a worker seen stopped at the last look and at this one counts
+        // as stopped: the time between the looks, but at most a second. A longer
+        // gap means nobody waited on the pool, or this program was stopped too
+        // (Ctrl-Z stops the whole job, and after `fg` a worker's SIGCONT may land
+        // a moment after ours): it adds one second, not the whole gap. So a worker
+        // stopped alone is killed after STOP_PATIENCE of looks however seldom they
+        // come, and a job stop of any length is not held against a worker.
+        let step = (now - self.last_check).min(Duration::from_secs(1));
         self.last_check = now;
         if matches!(self.state, State::Terminated | State::Joined) {
             return;
@@ -81,17 +83,16 @@ impl Inner {
         for i in 0..self.workers.len() {
             let w = &mut self.workers[i];
             let mut stopped_too_long = false;
-            if gap {
-                w.stopped_since = None;
-            }
             if w.child.is_alive().unwrap_or(false) {
                 let busy = !w.holding.is_empty() || w.outgoing.is_some();
                 if !(busy && w.child.is_stopped()) {
-                    w.stopped_since = None;
+                    w.stopped_for = None;
                     continue;
                 }
-                let since = *w.stopped_since.get_or_insert_with(Instant::now);
-                if since.elapsed() < STOP_PATIENCE {
+                // The first look that sees it stopped counts nothing yet.
+                let stopped_for = w.stopped_for.map_or(Duration::ZERO, |d| d + step);
+                w.stopped_for = Some(stopped_for);
+                if stopped_for < STOP_PATIENCE {
                     continue;
                 }
                 // SIGKILL ends a stopped process too; then it is reaped below.
