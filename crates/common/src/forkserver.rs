@@ -472,9 +472,16 @@ impl Served {
 
     /// The watchdog: its exit within `timeout`, or SIGKILL and its exit within
     /// [`KILL_GRACE`]; an error if the server does not report it even then.
+    /// Time this program spends stopped is left out of `timeout` ([`Deadline`]).
     pub fn join_or_kill(&mut self, timeout: Duration) -> Result<Joined, StartError> {
-        if let Some(exit) = self.join_timeout(timeout)? {
-            return Ok(Joined::Finished(exit));
+        let mut deadline = Deadline::after(timeout);
+        loop {
+            if let Some(exit) = self.join_timeout(deadline.slice())? {
+                return Ok(Joined::Finished(exit));
+            }
+            if deadline.passed() {
+                break;
+            }
         }
         self.kill();
         match self.join_timeout(KILL_GRACE)? {

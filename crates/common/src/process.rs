@@ -422,10 +422,10 @@ impl Child {
     /// `Process.join(timeout)`: `Some(exit)` if the child ended in time, `None` if it
     /// is still running (it is left running: see [`Child::join_or_kill`]).
     ///
-    /// Like Python's, the timeout is the caller's and runs on the monotonic clock:
-    /// time this program spends stopped (Ctrl-Z) counts. Only the kit's own bound
-    /// on a child's start ([`START_TIMEOUT`]) leaves such time out. The same holds
-    /// for every `join_*` of spawn and forkserver children.
+    /// Like Python's, the timeout runs on the monotonic clock: time this program
+    /// spends stopped (Ctrl-Z) counts. The kit's own bounds leave such time out:
+    /// [`Child::join_or_kill`], [`Child::join_within`] and the start's
+    /// [`START_TIMEOUT`] (and the same calls of spawn and forkserver children).
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<Option<Exit>, ProcessError> {
         let Some(deadline) = Instant::now().checked_add(timeout) else {
             return self.join().map(Some); // a timeout past any clock: no timeout
@@ -449,11 +449,19 @@ impl Child {
     /// and say so. This is how a lesson demonstrates a hang without hanging. Returns
     /// within `timeout` plus at most [`KILL_GRACE`] (a stopped child dies of SIGKILL
     /// too; one that does not is [`ProcessError::Unkillable`]).
+    ///
+    /// The bound is the lesson's, on a peer: time this program spends stopped
+    /// (Ctrl-Z of the whole job, then `fg`) is left out ([`Deadline`]).
     pub fn join_or_kill(&mut self, timeout: Duration) -> Result<Joined, ProcessError> {
-        if let Some(exit) = self.join_timeout(timeout)? {
-            return Ok(Joined::Finished(exit));
+        let mut deadline = Deadline::after(timeout);
+        loop {
+            if let Some(exit) = self.join_timeout(deadline.slice())? {
+                return Ok(Joined::Finished(exit));
+            }
+            if deadline.passed() {
+                return Ok(Joined::Killed(self.kill_and_reap()?));
+            }
         }
-        Ok(Joined::Killed(self.kill_and_reap()?))
     }
 
     /// Whether the child is stopped now (SIGSTOP, SIGTSTP, or a tracer): it runs
@@ -831,8 +839,6 @@ pub struct Deadline {
     /// to take.
     seen: Instant,
     slept: Duration,
-    /// False for a caller's patience ([`Deadline::fixed`]): that end never moves.
-    moves: bool,
 }
 
 impl Deadline {
@@ -847,17 +853,6 @@ impl Deadline {
             end,
             seen: Instant::now(),
             slept: Duration::ZERO,
-            moves: true,
-        }
-    }
-
-    /// An end that time spent stopped does not move: a caller's own patience
-    /// (`join_within`, `join_or_kill`), measured like Python's `join(timeout)`
-    /// on the monotonic clock, as the kit's `Child::join_timeout` measures it.
-    pub(crate) fn fixed(end: Instant) -> Deadline {
-        Deadline {
-            moves: false,
-            ..Deadline::at(end)
         }
     }
 
@@ -865,7 +860,7 @@ impl Deadline {
     pub fn left(&mut self) -> Duration {
         let now = Instant::now();
         let late = (now - self.seen).saturating_sub(self.slept);
-        if self.moves && late > POLL_SLICE {
+        if late > POLL_SLICE {
             self.end = self.end.checked_add(late).unwrap_or(self.end);
         }
         (self.seen, self.slept) = (now, Duration::ZERO);

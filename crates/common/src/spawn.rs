@@ -78,7 +78,7 @@ use std::os::unix::process::CommandExt;
 use std::panic::{self, AssertUnwindSafe};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
@@ -498,11 +498,12 @@ impl<R: DeserializeOwned> Started<R> {
     /// The watchdog: join within `timeout`, or kill the child with SIGKILL, wait
     /// for its end (at most [`KILL_GRACE`]) and say so in [`Outcome::killed`].
     pub fn join_or_kill(&mut self, timeout: Duration) -> Result<Outcome<R>, StartError> {
-        // A timeout past any clock (Duration::MAX) waits as long as it takes.
-        let killed = !self.wait_until(crate::process::deadline_in(timeout))?;
+        // A timeout past any clock (Duration::MAX) waits as long as it takes;
+        // time this program spends stopped is left out (see `Deadline`).
+        let killed = !self.wait_until(&mut Deadline::after(timeout))?;
         if killed {
             self.kill();
-            if !self.wait_until(Instant::now() + KILL_GRACE)? {
+            if !self.wait_until(&mut Deadline::after(KILL_GRACE))? {
                 return Err(ProcessError::Unkillable { pid: self.pid }.into());
             }
         }
@@ -552,8 +553,7 @@ impl<R: DeserializeOwned> Started<R> {
 
     /// Read the reply to its end and learn the exit, until `deadline`; true once
     /// both are done.
-    fn wait_until(&mut self, end: Instant) -> Result<bool, StartError> {
-        let mut deadline = Deadline::fixed(end);
+    fn wait_until(&mut self, deadline: &mut Deadline) -> Result<bool, StartError> {
         // The reply first: a child blocked writing a big reply ends only once we
         // read it (joining first would deadlock, as with Python's queues).
         while !self.reply_done {
@@ -562,19 +562,23 @@ impl<R: DeserializeOwned> Started<R> {
                 Ok(0) => self.reply_done = true,
                 Ok(n) => self.reply.extend_from_slice(&buf[..n]),
                 Err(Errno::EAGAIN | Errno::EINTR) => {
-                    if poll_until(&[self.data.as_fd()], libc::POLLIN, &mut deadline).is_none() {
+                    if poll_until(&[self.data.as_fd()], libc::POLLIN, deadline).is_none() {
                         return Ok(false);
                     }
                 }
                 Err(_) => self.reply_done = true, // reset by a dying child: no reply
             }
         }
-        if self.exit.is_none() {
-            let left = deadline.left();
+        // Then the exit, in slices, so that a stop of this program is seen.
+        while self.exit.is_none() {
+            let slice = deadline.slice();
             self.exit = match &mut self.waiter {
-                Waiter::Own(child) => child.join_timeout(left)?,
-                Waiter::Server(child) => child.exit_within(left)?,
+                Waiter::Own(child) => child.join_timeout(slice)?,
+                Waiter::Server(child) => child.exit_within(slice)?,
             };
+            if self.exit.is_none() && deadline.passed() {
+                break;
+            }
         }
         Ok(self.exit.is_some())
     }
