@@ -832,7 +832,10 @@ pub fn deadline_in(timeout: Duration) -> Instant {
 /// it was last looked at; a look that comes far later than the wait since then
 /// explains (more than [`POLL_SLICE`] late: the process was stopped, or got no
 /// CPU) moves the end on by that much.
-#[derive(Debug, Clone, Copy)]
+///
+/// Not `Copy`: a copy would not learn of the looks at the original, and would
+/// take the time since then for a stop.
+#[derive(Debug, Clone)]
 pub struct Deadline {
     end: Instant,
     /// When it was last looked at, and how long the wait since then was meant

@@ -24,12 +24,12 @@
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::Exit;
 use common::fork;
 use common::output::{List, print_wrapped};
-use common::process::Child;
+use common::process::{Child, Deadline};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -242,8 +242,8 @@ impl Conn {
         if !self.readable {
             return Err(ConnError::WrongWay("write"));
         }
-        let deadline = common::process::deadline_in(timeout);
-        self.with_fd(|fd| wait(fd, PollFlags::POLLIN, deadline))
+        let mut deadline = Deadline::after(timeout);
+        self.with_fd(|fd| wait(fd, PollFlags::POLLIN, &mut deadline))
     }
 
     /// How many bytes the kernel holds for this end to read (ioctl FIONREAD).
@@ -287,14 +287,14 @@ impl Conn {
                 wire.len()
             )));
         }
-        let deadline = common::process::deadline_in(patience);
+        let mut deadline = Deadline::after(patience);
         self.with_fd(|fd| {
             let mut left = wire;
             while !left.is_empty() {
                 match nix::unistd::write(fd, left) {
                     Ok(n) => left = &left[n..],
                     Err(Errno::EAGAIN) => {
-                        if !wait(fd, PollFlags::POLLOUT, deadline)? {
+                        if !wait(fd, PollFlags::POLLOUT, &mut deadline)? {
                             return Err(ConnError::SendTimeout(patience.as_secs_f64()));
                         }
                     }
@@ -329,13 +329,13 @@ impl Conn {
         if !self.readable {
             return Err(ConnError::WrongWay("write"));
         }
-        let deadline = common::process::deadline_in(patience);
+        let mut deadline = Deadline::after(patience);
         let timeout = || ConnError::RecvTimeout(patience.as_secs_f64());
         self.with_fd(|fd| {
             if self.kind == Kind::Packet {
                 // One read, one whole record: nobody else can take half of it.
                 let mut buf = vec![0u8; HEADER + MAX_PACKET];
-                let n = read_some(fd, &mut buf, deadline)?.ok_or_else(timeout)?;
+                let n = read_some(fd, &mut buf, &mut deadline)?.ok_or_else(timeout)?;
                 if n == 0 {
                     return Ok(None);
                 }
@@ -351,14 +351,14 @@ impl Conn {
             }
             // A stream: the header, then the body (two reads, as CPython does).
             let mut header = [0u8; HEADER];
-            match read_exact(fd, &mut header, deadline)? {
+            match read_exact(fd, &mut header, &mut deadline)? {
                 Filled::Eof(0) => return Ok(None),
                 Filled::Eof(n) => return Err(cut(n)),
                 Filled::Timeout => return Err(timeout()),
                 Filled::Full => {}
             }
             let mut body = vec![0u8; header_len(&header)?];
-            match read_exact(fd, &mut body, deadline)? {
+            match read_exact(fd, &mut body, &mut deadline)? {
                 Filled::Full => Ok(Some(body)),
                 Filled::Eof(_) => Err(ConnError::Corrupt(
                     "the stream ended inside a message".into(),
@@ -385,7 +385,11 @@ enum Filled {
     Timeout,
 }
 
-fn read_exact(fd: BorrowedFd<'_>, buf: &mut [u8], deadline: Instant) -> Result<Filled, ConnError> {
+fn read_exact(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    deadline: &mut Deadline,
+) -> Result<Filled, ConnError> {
     let mut got = 0;
     while got < buf.len() {
         match read_some(fd, &mut buf[got..], deadline)? {
@@ -401,7 +405,7 @@ fn read_exact(fd: BorrowedFd<'_>, buf: &mut [u8], deadline: Instant) -> Result<F
 fn read_some(
     fd: BorrowedFd<'_>,
     buf: &mut [u8],
-    deadline: Instant,
+    deadline: &mut Deadline,
 ) -> Result<Option<usize>, ConnError> {
     loop {
         match nix::unistd::read(fd, buf) {
@@ -424,10 +428,13 @@ fn read_some(
 }
 
 /// poll(2) for `events` until `deadline`: true when ready (or hung up / in error,
-/// which the next read or write reports), false at the deadline.
-fn wait(fd: BorrowedFd<'_>, events: PollFlags, deadline: Instant) -> Result<bool, ConnError> {
+/// which the next read or write reports), false at the deadline. It polls in
+/// slices of at most 100 ms, so that time this process spends stopped (Ctrl-Z
+/// of the whole job) is left out of the timeout (`common::process::Deadline`);
+/// Python's `poll(timeout)` counts it, and its `send` and `recv` have no bound.
+fn wait(fd: BorrowedFd<'_>, events: PollFlags, deadline: &mut Deadline) -> Result<bool, ConnError> {
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.slice();
         // Round up, so that a wait of 0.3 ms does not become a busy poll(0).
         let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
         let mut fds = [PollFd::new(fd, events)];
@@ -435,7 +442,7 @@ fn wait(fd: BorrowedFd<'_>, events: PollFlags, deadline: Instant) -> Result<bool
             &mut fds,
             PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
         ) {
-            Ok(0) if left.is_zero() => return Ok(false),
+            Ok(0) if deadline.passed() => return Ok(false),
             Ok(0) | Err(Errno::EINTR) => {}
             Ok(_) => return Ok(true),
             Err(errno) => {

@@ -31,7 +31,15 @@ pub fn recv_or_end<T>(rx: &IpcReceiver<T>, patience: Duration) -> anyhow::Result
 where
     T: for<'de> Deserialize<'de> + Serialize,
 {
-    match rx.try_recv_timeout(patience) {
+    // In slices: time this process spends stopped (Ctrl-Z) is left out (`Deadline`).
+    let mut deadline = common::process::Deadline::after(patience);
+    let got = loop {
+        match rx.try_recv_timeout(deadline.slice()) {
+            Err(TryRecvError::Empty) if !deadline.passed() => continue,
+            other => break other,
+        }
+    };
+    match got {
         Ok(v) => Ok(Some(v)),
         Err(TryRecvError::IpcError(IpcError::Disconnected)) => Ok(None),
         Err(TryRecvError::Empty) => bail!(
