@@ -67,8 +67,13 @@ pub fn identity(x: u64) -> u64 {
 }
 
 /// Sleeps, then squares: a task long enough to kill its worker in the middle of.
+/// It sleeps 300 ms in slices of 10 ms: a sleep's clock runs on while the whole
+/// job is stopped (Ctrl-Z), and one long sleep would then be over at `fg`, before
+/// the lesson's kill; a stop now uses up one slice at most.
 pub fn slow_square(x: u64) -> u64 {
-    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..30 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     x * x
 }
 
