@@ -2,8 +2,8 @@
 # Ctrl-Z, then fg, for every lesson. Each lesson runs as a job of its own (its own
 # process group, as a shell with job control starts it). At a random moment of its
 # run the job is stopped as a whole: SIGSTOP to the group, where Ctrl-Z sends
-# SIGTSTP. It stays stopped longer than any of the lesson's bounds on a peer (5 s),
-# then it is continued with SIGCONT to the group, as `fg` does. Time the whole job
+# SIGTSTP. It stays stopped longer than any of the lessons' bounds on a peer (the
+# longest is 20 s), then it is continued with SIGCONT to the group, as `fg` does. Time the whole job
 # spent stopped is nobody's fault, so every claim must still hold (exit 0), and
 # nothing may be left behind.
 #
@@ -17,7 +17,7 @@ usage() {
     cat <<'EOF'
 usage: scripts/ctrl_z.sh [--seed S] [--stopped SECS] [--only NAME]... [--no-build]
   --seed S        seed for the moments of the stops (default: random)
-  --stopped SECS  how long each job stays stopped (default 6)
+  --stopped SECS  how long each job stays stopped (default 21)
   --only NAME     only this lesson (repeat for several)
   --no-build      use the optimised binaries already built
 EOF
@@ -25,7 +25,7 @@ EOF
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 seed=$((($(date +%s%N) / 1000) % 32768))
-stopped=6
+stopped=21
 only=()
 build=1
 while (($#)); do
