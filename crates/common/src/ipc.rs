@@ -7,10 +7,33 @@
 //! that measurement at a moment the lesson chooses, after checking that sockets can
 //! be opened, so that a file-descriptor limit is a clear error, not a panic in the
 //! middle of a send.
+//!
+//! [`try_recv_until`] is `try_recv_timeout` for a lesson's own bound on a peer:
+//! time this process spends stopped (Ctrl-Z of the whole job) is left out.
 
 use std::os::fd::OwnedFd;
 
+use ipc_channel::TryRecvError;
+use ipc_channel::ipc::IpcReceiver;
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+use serde::{Deserialize, Serialize};
+
+use crate::process::Deadline;
+
+/// `rx.try_recv_timeout(..)` until `deadline`, in slices of at most 100 ms, so
+/// that time this process spends stopped is left out ([`Deadline`]): a value,
+/// `Empty` once the deadline has passed, or the channel's error.
+pub fn try_recv_until<T>(rx: &IpcReceiver<T>, deadline: &mut Deadline) -> Result<T, TryRecvError>
+where
+    T: for<'de> Deserialize<'de> + Serialize,
+{
+    loop {
+        match rx.try_recv_timeout(deadline.slice()) {
+            Err(TryRecvError::Empty) if !deadline.passed() => continue,
+            got => return got,
+        }
+    }
+}
 
 /// Why ipc-channel cannot be used here.
 #[derive(Debug, thiserror::Error)]

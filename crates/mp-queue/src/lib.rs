@@ -31,15 +31,9 @@ pub fn recv_or_end<T>(rx: &IpcReceiver<T>, patience: Duration) -> anyhow::Result
 where
     T: for<'de> Deserialize<'de> + Serialize,
 {
-    // In slices: time this process spends stopped (Ctrl-Z) is left out (`Deadline`).
+    // Time this process spends stopped (Ctrl-Z) is left out: see `Deadline`.
     let mut deadline = common::process::Deadline::after(patience);
-    let got = loop {
-        match rx.try_recv_timeout(deadline.slice()) {
-            Err(TryRecvError::Empty) if !deadline.passed() => continue,
-            other => break other,
-        }
-    };
-    match got {
+    match common::ipc::try_recv_until(rx, &mut deadline) {
         Ok(v) => Ok(Some(v)),
         Err(TryRecvError::IpcError(IpcError::Disconnected)) => Ok(None),
         Err(TryRecvError::Empty) => bail!(
@@ -86,15 +80,14 @@ pub fn fork_big_sender(len: usize) -> anyhow::Result<(Child, IpcReceiver<ByteBuf
 /// Receive pieces until every sender is gone; the number of bytes. An error if
 /// the whole transfer takes longer than `patience`, however far it got.
 pub fn recv_big(rx: &IpcReceiver<ByteBuf>, patience: Duration) -> anyhow::Result<usize> {
-    // In slices: time the lesson spends stopped (Ctrl-Z) is left out (`Deadline`).
+    // Time the lesson spends stopped (Ctrl-Z) is left out: see `Deadline`.
     let mut deadline = common::process::Deadline::after(patience);
     let mut got = 0;
     loop {
-        match rx.try_recv_timeout(deadline.slice()) {
+        match common::ipc::try_recv_until(rx, &mut deadline) {
             Ok(piece) if piece.iter().all(|&b| b == b'X') => got += piece.len(),
             Ok(_) => bail!("a piece arrived damaged"),
             Err(TryRecvError::IpcError(IpcError::Disconnected)) => return Ok(got),
-            Err(TryRecvError::Empty) if !deadline.passed() => continue,
             Err(TryRecvError::Empty) => bail!(
                 "{got} bytes arrived, then nothing until the {} s bound",
                 patience.as_secs_f64()

@@ -169,16 +169,10 @@ impl DictProxy {
         self.requests
             .send(request)
             .map_err(|e| server_error(e, "cannot send to the Manager server"))?;
-        // In slices, so that time this process spends stopped (Ctrl-Z of the
-        // whole job) is left out of the patience (`common::process::Deadline`).
+        // Time this process spends stopped (Ctrl-Z of the whole job) is left
+        // out of the patience (`common::process::Deadline`).
         let mut deadline = common::process::Deadline::after(self.patience);
-        let got = loop {
-            match self.replies.try_recv_timeout(deadline.slice()) {
-                Err(TryRecvError::Empty) if !deadline.passed() => continue,
-                other => break other,
-            }
-        };
-        match got {
+        match common::ipc::try_recv_until(&self.replies, &mut deadline) {
             Ok(reply) => Ok(reply),
             Err(TryRecvError::Empty) => {
                 crate::signals::check()?;
