@@ -63,6 +63,18 @@ pub fn run_stopped_as_a_job(
     })
 }
 
+/// Ctrl-Z stops the whole job, and fg continues it: 6 s stopped, longer than
+/// a lesson's usual bound on a peer (5 s), is not a peer's fault. Run `bin` so,
+/// with the stop at two moments of the run; every claim must still hold.
+pub fn assert_ctrl_z_changes_nothing(bin: &str) {
+    for after in [150, 400] {
+        let after = Duration::from_millis(after);
+        let six = Duration::from_secs(6);
+        let r = run_stopped_as_a_job(bin, &[], after, six, Duration::from_secs(90));
+        r.assert_success().assert_all_checks_held();
+    }
+}
+
 /// Run `cmd`; kill it and fail the test if it takes longer than `timeout`.
 pub fn run_command(cmd: Command, timeout: Duration) -> Run {
     run_with(cmd, timeout, |_| {})

@@ -110,17 +110,9 @@ fn bad_flags_get_clear_errors() {
     expect_error(BIN, &["--patience-ms", "1"], "1 is not in 10..=5000");
 }
 
-/// Ctrl-Z stops the whole job, and fg continues it: 6 s stopped, longer than any
-/// of the lesson's bounds on a peer (5 s), is not a peer's fault. Every claim
-/// still holds, at two moments of the run.
+/// Ctrl-Z of the whole job for 6 s, then fg: every claim still holds.
 #[test]
 fn ctrl_z_for_6_s_then_fg_every_claim_holds() {
     let _serial = one_at_a_time();
-    for after in [150, 400] {
-        let after = Duration::from_millis(after);
-        let six = Duration::from_secs(6);
-        let r =
-            common::testkit::run_stopped_as_a_job(BIN, &[], after, six, Duration::from_secs(90));
-        r.assert_success().assert_all_checks_held();
-    }
+    common::testkit::assert_ctrl_z_changes_nothing(BIN);
 }
