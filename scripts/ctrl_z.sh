@@ -38,24 +38,11 @@ while (($#)); do
         *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
 done
-mapfile -t lessons < <(bash scripts/run_all.sh --list | sed -n 's/^ *[0-9][0-9]*  //p')
-if ((${#only[@]})); then
-    for name in "${only[@]}"; do
-        printf '%s\n' "${lessons[@]}" | grep -qx -- "$name" || { echo "no lesson named '$name'" >&2; exit 2; }
-    done
-    lessons=("${only[@]}")
-fi
-if ((build)); then
-    echo "building the course (release)..."
-    cargo build --release --workspace --bins --quiet
-fi
-bindir="${CARGO_TARGET_DIR:-$root/target}/release"
-
-# The processes carrying run id $1, wherever they were re-parented to.
-ours() {
-    grep -lzxF -- "COURSE_RUN_ID=$1" /proc/[0-9]*/environ 2>/dev/null |
-        sed 's#^/proc/\([0-9]*\)/environ$#\1#' || true
-}
+# shellcheck source=scripts/course-lib.sh
+source scripts/course-lib.sh
+select_lessons "${only[@]}"
+build_course "$build"
+bindir=$(course_bindir)
 
 work=$(mktemp -d)
 job=""
